@@ -1,0 +1,1 @@
+"""cronloop benchmarks: ``python -m bench [SUITE ...] [--quick]`` (see bench/harness.py)."""

@@ -1,0 +1,1 @@
+"""The ``cronloop`` command line (Typer + Rich)."""

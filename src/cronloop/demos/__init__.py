@@ -1,0 +1,1 @@
+"""Runnable demonstrations of cronloop's building blocks (used by ``cronloop demo``)."""
