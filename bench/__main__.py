@@ -21,6 +21,8 @@ SUITES = [
     "sync_looper",
     "sync_workqueue",
     "sync_timer",
+    "store_writes",
+    "runtime_process",
 ]
 
 
@@ -53,7 +55,7 @@ def main() -> None:
         module = importlib.import_module(f"bench.{suite}")
         console.print(f"[bold]running {suite}[/bold]{' (quick)' if args.quick else ''} ...")
         result: Any = module.run(args.quick)
-        rows: list[Comparison] = asyncio.run(result) if inspect.isawaitable(result) else result
+        rows: list[Comparison] = asyncio.run(result) if inspect.iscoroutine(result) else result
         console.print(_table(suite, rows))
         if not args.no_write and not args.quick:
             runs = max((len(r.cronloop.samples) for r in rows), default=0)

@@ -103,9 +103,11 @@ def render_markdown(suite: str, rows: list[Comparison], command: str, runs: int)
     lines = [
         f"## {suite}",
         "",
-        f"Reproduce: `{command}` (median of {runs} runs; "
-        f"{platform.python_implementation()} {platform.python_version()}, "
-        f"{platform.machine()}, measured {time.strftime('%Y-%m-%d')}).",
+        (
+            f"Reproduce: `{command}` (median of {runs} runs; "
+            f"{platform.python_implementation()} {platform.python_version()}, "
+            f"{platform.machine()}, measured {time.strftime('%Y-%m-%d')})."
+        ),
         "",
         "| benchmark | metric | cronloop | baseline | baseline value | ratio | target | met |",
         "|---|---|---|---|---|---|---|---|",

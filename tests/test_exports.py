@@ -13,7 +13,14 @@ from types import ModuleType
 
 import pytest
 
-PACKAGES = ["cronloop.sync", "cronloop.api", "cronloop.store", "cronloop.runtimes"]
+PACKAGES = [
+    "cronloop.sync",
+    "cronloop.api",
+    "cronloop.store",
+    "cronloop.runtimes",
+    "cronloop.controllers",
+    "cronloop.server",
+]
 
 
 def _public_submodules(package: ModuleType) -> list[ModuleType]:

@@ -1,6 +1,9 @@
-"""The ``cronloop`` command line."""
+"""The ``cronloop`` command line: ``up`` runs the scheduler; the other commands talk to it."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -13,6 +16,43 @@ app = typer.Typer(
     add_completion=False,
 )
 
+_EXAMPLES = Path("examples")
+
+
+@app.command()
+def up(
+    spec_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--spec-dir",
+            "-f",
+            help="Spec file or directory to apply and watch (repeatable). Default: ./examples.",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path, typer.Option(help="Where the database, logs and credentials live.")
+    ] = Path(".cronloop"),
+    host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port the API listens on.")] = 8086,
+    watch: Annotated[bool, typer.Option(help="Re-apply spec files when they change.")] = True,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Do not print run phase changes.")
+    ] = False,
+) -> None:
+    """Run the scheduler: store, controllers, runtimes and API in one process."""
+    from cronloop.cli.up import UpOptions, run_up
+
+    dirs = tuple(spec_dir) if spec_dir else ((_EXAMPLES,) if _EXAMPLES.is_dir() else ())
+    for d in dirs:
+        if not d.exists():
+            typer.echo(f"error: spec path {d} does not exist", err=True)
+            raise typer.Exit(2)
+    run_up(
+        UpOptions(
+            state_dir=state_dir, spec_dirs=dirs, host=host, port=port, watch=watch, quiet=quiet
+        )
+    )
+
 
 @app.command()
 def version() -> None:
@@ -22,9 +62,18 @@ def version() -> None:
 
 @app.command()
 def demo(
-    seed: int = typer.Option(7, help="Random seed of the interleaving."),
+    seed: Annotated[int, typer.Option(help="Random seed of the interleaving.")] = 7,
 ) -> None:
     """Show the seed-000 bug (out-of-order status) and the sync loop that fixes it."""
     from cronloop.demos.seed000 import main as seed000_main
 
     seed000_main(seed)
+
+
+def _register_client_commands() -> None:
+    from cronloop.cli.commands import register
+
+    register(app)
+
+
+_register_client_commands()

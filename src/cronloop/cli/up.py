@@ -1,0 +1,276 @@
+"""``cronloop up``: the whole scheduler in one process, on an embedded SQLite store.
+
+It opens (and migrates) the store in the state directory, applies every spec in the spec
+directory and keeps watching it (a changed, added or atomically swapped file is applied again;
+a file that does not validate is reported and the stored objects are left as they were), starts
+the controllers with the inline and process runtimes, serves the REST API on 127.0.0.1 with a
+bearer token saved in ``<state dir>/credentials.json``, and prints every run as it changes
+phase. Ctrl-C stops it gracefully: running attempts are cancelled and recorded, and AtLeastOnce
+runs interrupted this way start again on the next ``cronloop up``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import signal
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+from rich.console import Console
+from rich.markup import escape
+
+from cronloop.api import Job, Phase, ResourceError, SubJob, load_resources
+from cronloop.controllers import Manager, to_stored, typed
+from cronloop.runtimes import InlineRuntime, ProcessRuntime, Runtime
+from cronloop.server import create_app
+from cronloop.server.auth import load_or_create_credentials
+from cronloop.store import Store, StoreError, open_store
+from cronloop.sync import PrometheusMetricsProvider
+
+__all__ = ["UpOptions", "apply_spec_dir", "serve"]
+
+logger = logging.getLogger(__name__)
+
+_PHASE_STYLE = {
+    Phase.PENDING: "dim",
+    Phase.PREPARING: "cyan",
+    Phase.PREPARED: "cyan",
+    Phase.RUNNING: "blue",
+    Phase.SUCCEEDED: "green",
+    Phase.FAILED: "red",
+    Phase.CANCELLED: "yellow",
+    Phase.TIMED_OUT: "red",
+    Phase.LOST: "magenta",
+    Phase.SKIPPED: "yellow",
+}
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """Where ``cronloop up`` keeps its state, what it loads, where it listens."""
+
+    state_dir: Path
+    spec_dirs: tuple[Path, ...]
+    host: str = "127.0.0.1"
+    port: int = 8086
+    watch: bool = True
+    quiet: bool = False
+
+
+def _spec_files(spec_dirs: Iterable[Path]) -> list[Path]:
+    files: list[Path] = []
+    for spec_dir in spec_dirs:
+        if spec_dir.is_file():
+            files.append(spec_dir)
+            continue
+        files.extend(
+            p
+            for p in sorted(spec_dir.iterdir())
+            if p.suffix in {".yaml", ".yml"} and not p.name.startswith(".")
+        )
+    return files
+
+
+async def apply_spec_dir(
+    store: Store, spec_dirs: Iterable[Path], console: Console, seen: dict[Path, str] | None = None
+) -> int:
+    """Apply every spec file whose content changed since ``seen``; returns how many applied.
+
+    A file is compared by its resolved path and a hash of its bytes, so a Kubernetes ConfigMap
+    swap (the visible symlink never changes, its target does) and an editor's atomic rename
+    are both noticed, and a spurious event is ignored.
+    """
+    seen = {} if seen is None else seen
+    applied = 0
+    for path in _spec_files(spec_dirs):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            console.print(f"[red]cannot read {path}: {exc}[/red]")
+            continue
+        digest = hashlib.sha256(data).hexdigest() + str(path.resolve())
+        if seen.get(path) == digest:
+            continue
+        try:
+            resources = load_resources(data.decode(), source=str(path))
+            for resource in resources:
+                await store.apply(to_stored(resource))
+                applied += 1
+        except (ResourceError, StoreError, UnicodeDecodeError) as exc:
+            console.print(f"[red]not applied: {escape(str(exc))}[/red]")
+            continue
+        seen[path] = digest
+    return applied
+
+
+async def _watch_specs(
+    store: Store, spec_dirs: tuple[Path, ...], console: Console, seen: dict[Path, str]
+) -> None:
+    from watchfiles import awatch
+
+    dirs = [d if d.is_dir() else d.parent for d in spec_dirs]
+
+    # Watch the directories, not the files: a file watch is lost when the file is replaced
+    # (editors, ConfigMap ..data swaps). A slow re-scan covers file systems without events.
+    async def rescan() -> None:
+        while True:
+            await asyncio.sleep(30)
+            await apply_spec_dir(store, spec_dirs, console, seen)
+
+    rescanner = asyncio.create_task(rescan())
+    try:
+        async for _ in awatch(*dirs, recursive=False, step=100):
+            count = await apply_spec_dir(store, spec_dirs, console, seen)
+            if count:
+                console.print(f"[cyan]spec change: applied {count} resource(s)[/cyan]")
+    finally:
+        rescanner.cancel()
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: ``cronloop up`` owns SIGINT/SIGTERM and shuts
+    the API down after the controllers have recorded what they were doing."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone().strftime("%H:%M:%S") if value else "-"
+
+
+async def _print_runs(store: Store, console: Console) -> None:
+    """One line per run phase change: the newcomer's view of jobs firing."""
+    last: dict[str, Phase] = {}
+    revision = await store.current_revision()
+    async for event in store.watch(kinds=("Job", "SubJob"), from_revision=revision):
+        obj = event.object
+        if obj.kind == "SubJob":
+            sub = typed(obj, SubJob)
+            if sub.status.phase is Phase.FAILED and last.get(obj.name) is not Phase.FAILED:
+                last[obj.name] = sub.status.phase
+                attempt = sub.status.attempts[-1] if sub.status.attempts else None
+                detail = f"{attempt.reason}: {attempt.message}" if attempt else ""
+                console.print(f"    [red]{obj.name} failed[/red] {escape(detail)}")
+            continue
+        job = typed(obj, Job)
+        phase = job.status.phase
+        if last.get(obj.name) == phase:
+            continue
+        last[obj.name] = phase
+        style = _PHASE_STYLE.get(phase, "")
+        counts = job.status.counts
+        total = counts.total
+        progress = f"{counts.succeeded}/{total} targets" if total else ""
+        extra = ""
+        if phase.terminal and job.status.start_time and job.status.completion_time:
+            seconds = (job.status.completion_time - job.status.start_time).total_seconds()
+            extra = f"in {seconds:.2f}s"
+        if job.status.reason and phase not in (Phase.SUCCEEDED,):
+            extra += f" {job.status.reason}"
+        scheduled = (
+            f"(scheduled {_when(job.status.scheduled_time)})"
+            if job.status.scheduled_time
+            else "(manual)"
+        )
+        console.print(
+            f"{_when(datetime.now().astimezone())} [bold]{escape(obj.name)}[/bold] "
+            f"[{style}]{phase.value}[/{style}] {progress} {escape(extra)} [dim]{scheduled}[/dim]"
+        )
+
+
+async def serve(
+    options: UpOptions,
+    *,
+    console: Console | None = None,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run the scheduler until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None)."""
+    console = console or Console()
+    state = options.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    log_dir = state / "logs"
+    url = f"http://{options.host}:{options.port}"
+    credentials = load_or_create_credentials(state, server=url)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    own_signals = not stop.is_set() and ready is None
+    if own_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+    registry = CollectorRegistry()
+    metrics = PrometheusMetricsProvider(registry=registry)
+    store = await open_store(state / "cronloop.db")
+    runtimes: dict[str, Runtime] = {"inline": InlineRuntime(), "process": ProcessRuntime()}
+    manager = Manager(store, runtimes, log_dir=log_dir, metrics=metrics)
+    seen: dict[Path, str] = {}
+    applied = await apply_spec_dir(store, options.spec_dirs, console, seen)
+    app = create_app(
+        store,
+        token=credentials.token,
+        log_dir=log_dir,
+        registry=registry,
+        manager_status=lambda: dataclasses.asdict(manager.statistics()),
+    )
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level="warning",
+        lifespan="off",
+    )
+    server = _EmbeddedServer(config)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            manager_task = tg.create_task(manager.run(), name="manager")
+            server_task = tg.create_task(server.serve(), name="api-server")
+            side: list[asyncio.Task[None]] = []
+            if options.watch and options.spec_dirs:
+                side.append(tg.create_task(_watch_specs(store, options.spec_dirs, console, seen)))
+            if not options.quiet:
+                side.append(tg.create_task(_print_runs(store, console)))
+            await manager.wait_ready()
+            console.print(
+                f"[bold green]cronloop is up[/bold green]: {applied} resource(s) from "
+                f"{', '.join(str(d) for d in options.spec_dirs) or 'no spec dir'}\n"
+                f"  API      {url}  (token in {state / 'credentials.json'})\n"
+                f"  metrics  {url}/metrics\n"
+                f"  state    {state}\n"
+                "  try      cronloop get cronjobs   |   cronloop get jobs -w   |   "
+                "cronloop logs <job>\n"
+                "Ctrl-C stops it."
+            )
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+            console.print("[yellow]stopping: cancelling running attempts...[/yellow]")
+            for task in side:
+                task.cancel()
+            server.should_exit = True
+            manager.stop()
+            await server_task
+            await manager_task
+    finally:
+        if own_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        await store.close()
+    console.print("[green]stopped[/green]")
+
+
+def run_up(options: UpOptions) -> None:
+    """Entry point for the CLI: run :func:`serve` and map failures to a clear exit."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(options))

@@ -1,0 +1,192 @@
+"""The manager: runs the CronJob and Job controllers of one process against a store.
+
+Like the kubelet's sync loop it takes work from several sources and never trusts any single
+one: the store's change feed (every CronJob, Job and SubJob change enqueues the objects it
+concerns), the controllers' own requeues (timers on their delaying queues), and a periodic
+resync that enqueues every CronJob and every unfinished Job, so a lost event is never
+permanent. When the store fails, the feed backs off exponentially from 100 ms to 5 s and then
+re-lists, which is also how it recovers from a compacted history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cronloop.controllers.admission import AdmissionController
+from cronloop.controllers.clock import Clock, SystemClock
+from cronloop.controllers.cronjob import CronJobController, job_phase
+from cronloop.controllers.job import JobController
+from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL
+from cronloop.runtimes import Runtime
+from cronloop.store import Expired, Store, StoredObject
+from cronloop.sync import Controller, KeyedLooper, MetricsProvider
+
+__all__ = ["FEED_BACKOFF_MAX", "FEED_BACKOFF_MIN", "Manager", "ManagerStatistics"]
+
+logger = logging.getLogger(__name__)
+
+FEED_BACKOFF_MIN = 0.1
+FEED_BACKOFF_MAX = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerStatistics:
+    """What the manager has done since it started."""
+
+    events: int
+    resyncs: int
+    feed_errors: int
+    recovered_attempts: int
+    last_revision: int
+
+
+class Manager:
+    """Owns the controllers, their queues and their event sources; ``await run()`` until stopped.
+
+    The manager owns the runtimes it is given: when :meth:`run` returns they are closed
+    (running attempts are cancelled with reason ``RuntimeShutdown`` and their final reports are
+    written), so an AtLeastOnce run interrupted by a restart is started again afterwards.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        runtimes: Mapping[str, Runtime],
+        *,
+        log_dir: Path,
+        clock: Clock | None = None,
+        admission: AdmissionController | None = None,
+        cronjob_workers: int = 4,
+        job_workers: int = 16,
+        resync_period: float = 30.0,
+        metrics: MetricsProvider | None = None,
+    ) -> None:
+        self._store = store
+        self._runtimes = runtimes
+        self._clock = clock or SystemClock()
+        self._resync_period = resync_period
+        self._reports: KeyedLooper[str] = KeyedLooper(workers=job_workers, name="job-reports")
+        self.cronjobs = CronJobController(store, clock=self._clock, admission=admission)
+        self.jobs = JobController(
+            store, runtimes, clock=self._clock, log_dir=log_dir, reports=self._reports
+        )
+        self._cronjob_loop: Controller[str] = Controller(
+            self.cronjobs, name="cronjob", workers=cronjob_workers, metrics=metrics
+        )
+        self._job_loop: Controller[str] = Controller(
+            self.jobs, name="job", workers=job_workers, metrics=metrics
+        )
+        self.jobs.enqueue = self._job_loop.enqueue
+        self._events = 0
+        self._resyncs = 0
+        self._feed_errors = 0
+        self._recovered = 0
+        self._revision = 0
+        self._ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def statistics(self) -> ManagerStatistics:
+        return ManagerStatistics(
+            events=self._events,
+            resyncs=self._resyncs,
+            feed_errors=self._feed_errors,
+            recovered_attempts=self._recovered,
+            last_revision=self._revision,
+        )
+
+    async def wait_ready(self) -> None:
+        """Wait until recovery ran and the first listing was enqueued."""
+        await self._ready.wait()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return (queued work is drained, delayed work is dropped)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Recover, then run controllers, change feed and resync until :meth:`stop`."""
+        self._reports.start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._cronjob_loop.run(), name="cronjob-controller")
+                tg.create_task(self._job_loop.run(), name="job-controller")
+                self._recovered = await self.jobs.recover()
+                feed = tg.create_task(self._feed(), name="change-feed")
+                resync = tg.create_task(self._resync(), name="resync")
+                await self._stopping.wait()
+                feed.cancel()
+                resync.cancel()
+                self._cronjob_loop.stop()
+                self._job_loop.stop()
+        finally:
+            # Closing the runtimes cancels what still runs (reason RuntimeShutdown); their
+            # final reports must still reach the store, so the report loop closes last.
+            for runtime in self._runtimes.values():
+                try:
+                    await runtime.aclose()
+                except Exception:
+                    logger.exception("closing runtime %r failed", runtime)
+            self._reports.quit_safely()
+            with contextlib.suppress(Exception):
+                await self._reports.wait_closed()
+
+    # ---- sources ----------------------------------------------------------------------------
+
+    async def _list_all(self) -> int:
+        cronjobs = await self._store.list("CronJob")
+        for obj in cronjobs.items:
+            self._cronjob_loop.enqueue(obj.name)
+        jobs = await self._store.list("Job")
+        for obj in jobs.items:
+            if not job_phase(obj).terminal:
+                self._job_loop.enqueue(obj.name)
+        return min(cronjobs.revision, jobs.revision)
+
+    async def _feed(self) -> None:
+        backoff = FEED_BACKOFF_MIN
+        while True:
+            try:
+                revision = await self._list_all()
+                self._ready.set()
+                async for event in self._store.watch(
+                    kinds=("CronJob", "Job", "SubJob"), from_revision=revision
+                ):
+                    self._route(event.object)
+                    self._events += 1
+                    self._revision = event.revision
+                    backoff = FEED_BACKOFF_MIN
+            except Expired:
+                logger.info("change feed history was compacted; listing again")
+            except Exception:
+                self._feed_errors += 1
+                logger.exception("change feed failed; retrying in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(FEED_BACKOFF_MAX, backoff * 2)
+
+    def _route(self, obj: StoredObject) -> None:
+        if obj.kind == "CronJob":
+            self._cronjob_loop.enqueue(obj.name)
+        elif obj.kind == "Job":
+            self._job_loop.enqueue(obj.name)
+            owner = obj.labels.get(CRONJOB_LABEL)
+            if owner is not None:
+                self._cronjob_loop.enqueue(owner)
+        elif obj.kind == "SubJob":
+            job = obj.labels.get(JOB_LABEL)
+            if job is not None:
+                self._job_loop.enqueue(job)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self._resync_period)
+            try:
+                await self._list_all()
+                self._resyncs += 1
+            except Exception:
+                logger.exception(
+                    "resync failed; the next one follows in %.0fs", self._resync_period
+                )

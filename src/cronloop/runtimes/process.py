@@ -1,0 +1,542 @@
+"""The process runtime: each attempt is a child process leading its own session (or group).
+
+Behaviour (details and reasons in docs/runtimes.md):
+
+- The argv is executed directly; only ``shell=True`` goes through ``/bin/sh -c``. stdin is
+  ``/dev/null``. The environment is a minimal base (an allow-list copied from the runtime's
+  own environment, see :func:`default_base_env`) plus the step's ``env`` plus ``CRONLOOP_*``
+  variables naming the attempt. Environment values are never logged.
+- The child starts a new session (``new_session=False``: only a new process group, which
+  is cheaper where the kernel gives every session its own scheduler autogroup), so its
+  process group holds the whole tree it spawns. A
+  timeout or cancel sends SIGTERM to the group, waits the grace period, then SIGKILLs the
+  group. When the main process exits on its own, whatever it left behind in its group is
+  SIGKILLed at once (what a container runtime does when PID 1 exits). The group is signalled
+  before the main process is reaped, so its id cannot have been reused.
+- stdout and stderr share one pipe, so the log keeps the order in which the child wrote; the
+  log keeps the first ``log_limit`` bytes and the pipe is drained to the end regardless.
+- Crash recovery kills orphans that a crashed controller left running (see :meth:`recover`).
+
+Hand-written rather than :func:`asyncio.create_subprocess_exec` because asyncio reaps the
+child as soon as it exits (freeing its group id while the group may still need a SIGKILL) and
+``Process.wait()`` also waits for every holder of the output pipe to close it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+
+from cronloop.api.phase import Phase
+from cronloop.runtimes._tracking import Attempt, AttemptTable, logger, utcnow
+from cronloop.runtimes.base import ReportCallback, Runtime, RuntimeClosedError
+from cronloop.runtimes.logfile import AttemptLog, append_note
+from cronloop.runtimes.proctree import (
+    ATTEMPT_ID_ENV,
+    find_attempt_processes,
+    process_start_time,
+    signal_group,
+    stop_processes,
+    watch_exit,
+)
+from cronloop.runtimes.report import AttemptHandle, AttemptReport, Reason, signal_name
+from cronloop.runtimes.spec import AttemptSpec, ProcessSettings, RecoveryRecord
+
+__all__ = ["BASE_ENV_NAMES", "ProcessRuntime", "default_base_env"]
+
+BASE_ENV_NAMES = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+"""Variables copied from the runtime's own environment into every attempt's (when set)."""
+
+_READ_CHUNK = 64 * 1024
+_HAS_POSIX_SPAWN = hasattr(os, "posix_spawn")
+
+
+def _nothing() -> None:
+    pass
+
+
+def default_base_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The allow-listed part of ``environ`` (default: ``os.environ``), with a PATH always set.
+
+    Nothing else is inherited: a scheduler's own environment tends to hold credentials (its
+    database URL, tokens) that must not leak into every job.
+    """
+    source = os.environ if environ is None else environ
+    env = {name: source[name] for name in BASE_ENV_NAMES if name in source}
+    env.setdefault("PATH", os.defpath)
+    return env
+
+
+class _ProcessAttempt(Attempt):
+    """A process attempt's moving parts, all touched only from the event loop's thread."""
+
+    def __init__(self, spec: AttemptSpec, callback: ReportCallback) -> None:
+        super().__init__(spec, callback)
+        loop = asyncio.get_running_loop()
+        self.child: _Child | None = None
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.output_closed: asyncio.Future[None] = loop.create_future()
+        self.reaped = False
+        self.stopping: tuple[Phase, str] | None = None
+        self.kill_at: float | None = None
+        self.kill_handle: asyncio.TimerHandle | None = None
+        self.deadline_handle: asyncio.TimerHandle | None = None
+        self.read_fd: int | None = None
+        self.stop_message = ""
+        self.stop_watching: Callable[[], None] = _nothing
+
+
+class ProcessRuntime(Runtime):
+    """Runs :class:`~cronloop.runtimes.spec.ProcessSettings` steps as child processes.
+
+    :param base_env: the environment every attempt starts from (default:
+        :func:`default_base_env`); the step's ``env`` is merged onto it.
+    :param drain_timeout: seconds to keep reading output after the main process exited and
+        its group was killed; only a process that left the group (``setsid``) while holding
+        the output open makes this wait, and the log says so when it expires.
+    :param shutdown_grace: the grace period :meth:`aclose` gives running attempts.
+    :param retain_finished: how many finished attempts stay available to :meth:`wait` and
+        :meth:`logs`.
+    :param new_session: start each attempt in a new session (default), detached from any
+        controlling terminal. ``False`` starts it in a new process group of the runtime's
+        session instead: tree kills work the same, and spawning is about 1 ms cheaper on
+        Linux kernels with ``sched_autogroup_enabled`` (each new session gets a scheduler
+        group), but a job that opens ``/dev/tty`` can reach the controller's terminal.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_env: Mapping[str, str] | None = None,
+        new_session: bool = True,
+        drain_timeout: float = 2.0,
+        shutdown_grace: float = 5.0,
+        retain_finished: int = 1024,
+    ) -> None:
+        for name, value in (("drain_timeout", drain_timeout), ("shutdown_grace", shutdown_grace)):
+            if not value >= 0:
+                raise ValueError(f"ProcessRuntime {name} must be >= 0 seconds, got {value!r}")
+        self._base_env = dict(default_base_env() if base_env is None else base_env)
+        self._drain_timeout = drain_timeout
+        self._new_session = new_session
+        self._devnull_fd: int | None = None
+        self._shutdown_grace = shutdown_grace
+        self._table: AttemptTable[_ProcessAttempt] = AttemptTable(retain_finished)
+        self._closed = False
+
+    # -- the contract --------------------------------------------------------------------
+
+    async def start(self, spec: AttemptSpec, report: ReportCallback) -> AttemptHandle:
+        if self._closed:
+            raise RuntimeClosedError("ProcessRuntime")
+        if not isinstance(spec.settings, ProcessSettings):
+            raise ValueError(
+                f"ProcessRuntime cannot run AttemptSpec.settings of type "
+                f"{type(spec.settings).__name__} (attempt {spec.attempt_id!r})"
+            )
+        attempt = _ProcessAttempt(spec, report)
+        self._table.add(attempt)
+        attempt.task = asyncio.get_running_loop().create_task(
+            self._drive(attempt), name=f"cronloop-process-{spec.attempt_id}"
+        )
+        await asyncio.shield(attempt.first_delivered)
+        return attempt.handle()
+
+    async def cancel(
+        self, attempt_id: str, *, grace: float, reason: str = Reason.CANCELLED_BY_USER
+    ) -> None:
+        if not grace >= 0:
+            raise ValueError(f"cancel grace must be >= 0 seconds, got {grace!r}")
+        attempt = self._table.get(attempt_id)
+        if attempt.child is None and not attempt.first_delivered.done():
+            # Not spawned yet (start() is still in progress): stop it as soon as it is.
+            await asyncio.shield(attempt.first_delivered)
+        self._begin_stop(attempt, Phase.CANCELLED, reason, grace)
+
+    async def wait(self, attempt_id: str) -> AttemptReport:
+        return await self._table.wait(attempt_id)
+
+    def logs(self, attempt_id: str, *, follow: bool = False) -> AsyncIterator[bytes]:
+        return self._table.logs(attempt_id, follow=follow)
+
+    async def recover(
+        self, records: Sequence[RecoveryRecord], *, grace: float = 5.0
+    ) -> list[AttemptReport]:
+        """Settle attempts a crashed controller left ``Running``; see :meth:`Runtime.recover`.
+
+        Live processes of an attempt are found by recorded pid *and* start time, or by the
+        ``CRONLOOP_ATTEMPT_ID`` in their environment (so descendants are found even when the
+        leader is gone, and a reused pid never matches). They cannot be re-attached (their
+        output pipe died with the old controller), so they are stopped: SIGTERM, ``grace``
+        seconds, SIGKILL. Adopting them was rejected: nobody would read their output, so
+        they could block on a full pipe forever, and their exit status would be unknowable.
+        """
+        for record in records:
+            if record.attempt_id in self._table:
+                raise ValueError(
+                    f"RecoveryRecord {record.attempt_id!r} names an attempt this runtime is "
+                    f"running; only a previous process's attempts can be recovered"
+                )
+        return await asyncio.to_thread(_recover_blocking, list(records), grace)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        running = self._table.running()
+        for attempt in running:
+            if attempt.child is None and not attempt.first_delivered.done():
+                await asyncio.shield(attempt.first_delivered)  # its spawn is imminent
+            self._begin_stop(
+                attempt, Phase.CANCELLED, Reason.RUNTIME_SHUTDOWN, self._shutdown_grace
+            )
+        tasks = [a.task for a in running if a.task is not None]
+        if tasks:
+            # SIGKILL cannot be ignored; the margin covers reaping and draining the pipes.
+            bound = self._shutdown_grace + self._drain_timeout + 5.0
+            _, pending = await asyncio.wait(tasks, timeout=bound)
+            for task in pending:
+                logger.error("attempt task %s did not end within %.1f s of aclose()", task, bound)
+                task.cancel()
+        if self._devnull_fd is not None:
+            os.close(self._devnull_fd)
+            self._devnull_fd = None
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    async def _drive(self, attempt: _ProcessAttempt) -> None:
+        try:
+            if await self._spawn(attempt):
+                await attempt.report(Phase.RUNNING, Reason.STARTED)
+                await attempt.exited
+                await self._drain(attempt)
+                await self._finish(attempt)
+        except Exception as exc:
+            # A bug here must not leave the attempt without its terminal report.
+            logger.exception("process runtime failed while running attempt %s", attempt.attempt_id)
+            self._kill_now(attempt)
+            if not attempt.ended:
+                await attempt.report(Phase.FAILED, "InternalError", f"{type(exc).__name__}: {exc}")
+        finally:
+            self._cleanup(attempt)
+            self._table.retire(attempt)
+
+    async def _spawn(self, attempt: _ProcessAttempt) -> bool:
+        spec = attempt.spec
+        settings = spec.settings
+        assert isinstance(settings, ProcessSettings)
+        try:
+            attempt.log = AttemptLog.create(spec.log_path, spec.log_limit)
+        except OSError as exc:
+            await attempt.report(
+                Phase.FAILED,
+                Reason.LOG_UNAVAILABLE,
+                f"cannot create log file {str(spec.log_path)!r}: {exc.strerror}",
+            )
+            return False
+        argv = settings.argv
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            attempt.child = _spawn(
+                argv,
+                settings,
+                self._env_for(spec, settings),
+                write_fd,
+                self._devnull(),
+                new_session=self._new_session,
+            )
+        except OSError as exc:
+            os.close(read_fd)
+            where = (
+                f" (working directory {str(settings.cwd)!r})"
+                if settings.cwd is not None and exc.filename == settings.cwd
+                else ""
+            )
+            message = f"cannot start {argv[0]!r}: {exc.strerror}{where}"
+            attempt.log.note(message)
+            await attempt.report(Phase.FAILED, Reason.SPAWN_FAILED, message)
+            return False
+        finally:
+            os.close(write_fd)
+        pid = attempt.child.pid
+        attempt.started_at = utcnow()
+        attempt.pid = attempt.pgid = pid
+        attempt.process_start_time = process_start_time(pid)
+        attempt.read_fd = read_fd
+        loop = asyncio.get_running_loop()
+        os.set_blocking(read_fd, False)
+        loop.add_reader(read_fd, self._on_output, attempt)
+        attempt.stop_watching = watch_exit(pid, lambda: self._on_exit(attempt))
+        if spec.timeout is not None:
+            attempt.deadline_handle = loop.call_later(spec.timeout, self._on_deadline, attempt)
+        return True
+
+    def _devnull(self) -> int:
+        # One read-only /dev/null for every child's stdin, opened once instead of per spawn.
+        if self._devnull_fd is None:
+            self._devnull_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return self._devnull_fd
+
+    def _env_for(self, spec: AttemptSpec, settings: ProcessSettings) -> dict[str, str]:
+        env = {**self._base_env, **settings.env}
+        env[ATTEMPT_ID_ENV] = spec.attempt_id
+        env["CRONLOOP_JOB"] = spec.job
+        env["CRONLOOP_SUBJOB"] = spec.subjob
+        env["CRONLOOP_TARGET"] = spec.target
+        env["CRONLOOP_STEP"] = spec.step
+        env["CRONLOOP_ATTEMPT"] = str(spec.attempt)
+        if spec.shard_index is not None:
+            env["CRONLOOP_SHARD_INDEX"] = str(spec.shard_index)
+        return env
+
+    def _on_output(self, attempt: _ProcessAttempt) -> None:
+        assert attempt.read_fd is not None
+        assert attempt.log is not None
+        try:
+            data = os.read(attempt.read_fd, _READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            attempt.log.write(data)
+        else:
+            self._close_output(attempt)
+
+    def _close_output(self, attempt: _ProcessAttempt) -> None:
+        if attempt.read_fd is not None:
+            asyncio.get_running_loop().remove_reader(attempt.read_fd)
+            os.close(attempt.read_fd)
+            attempt.read_fd = None
+        if not attempt.output_closed.done():
+            attempt.output_closed.set_result(None)
+
+    def _on_exit(self, attempt: _ProcessAttempt) -> None:
+        # The main process is a zombie now: its pid (= the group id) cannot be reused until it
+        # is reaped below, so the group signal reaches only what the attempt left behind.
+        for handle in (attempt.deadline_handle, attempt.kill_handle):
+            if handle is not None:
+                handle.cancel()
+        if attempt.pgid is not None:
+            signal_group(attempt.pgid, signal.SIGKILL)
+        assert attempt.child is not None
+        attempt.child.reap()
+        attempt.reaped = True
+        if not attempt.exited.done():
+            attempt.exited.set_result(None)
+
+    def _on_deadline(self, attempt: _ProcessAttempt) -> None:
+        self._begin_stop(
+            attempt,
+            Phase.TIMED_OUT,
+            Reason.DEADLINE_EXCEEDED,
+            attempt.spec.kill_grace,
+            message=f"timeout of {attempt.spec.timeout:g} s exceeded",
+        )
+
+    def _begin_stop(
+        self,
+        attempt: _ProcessAttempt,
+        phase: Phase,
+        reason: str,
+        grace: float,
+        *,
+        message: str = "",
+    ) -> None:
+        if attempt.reaped or attempt.child is None or attempt.pgid is None:
+            return  # already ended (or never started): nothing to stop
+        loop = asyncio.get_running_loop()
+        kill_at = loop.time() + grace
+        if attempt.stopping is None:
+            attempt.stopping = (phase, reason)
+            attempt.stop_message = message
+            if attempt.deadline_handle is not None:
+                attempt.deadline_handle.cancel()
+            if attempt.log is not None:
+                attempt.log.note(
+                    f"stopping ({phase.value}: {reason}); SIGTERM now, SIGKILL after {grace:g} s"
+                )
+            signal_group(attempt.pgid, signal.SIGTERM)
+        elif attempt.kill_at is not None and kill_at >= attempt.kill_at:
+            return  # the forced stop is already due sooner
+        if attempt.kill_handle is not None:
+            attempt.kill_handle.cancel()
+        attempt.kill_at = kill_at
+        attempt.kill_handle = loop.call_at(kill_at, self._kill_now, attempt)
+
+    def _kill_now(self, attempt: _ProcessAttempt) -> None:
+        if not attempt.reaped and attempt.pgid is not None and attempt.child is not None:
+            signal_group(attempt.pgid, signal.SIGKILL)
+
+    async def _drain(self, attempt: _ProcessAttempt) -> None:
+        if attempt.output_closed.done():
+            return  # the usual case: EOF came with the exit
+        try:
+            async with asyncio.timeout(self._drain_timeout):
+                await asyncio.shield(attempt.output_closed)
+        except TimeoutError:
+            assert attempt.log is not None
+            attempt.log.note(
+                f"output still open {self._drain_timeout:g} s after the process exited "
+                f"(held by a process outside its group); stopped reading"
+            )
+            self._close_output(attempt)
+
+    async def _finish(self, attempt: _ProcessAttempt) -> None:
+        assert attempt.child is not None
+        assert attempt.log is not None
+        code = attempt.child.returncode
+        assert code is not None
+        exit_code = code if code >= 0 else None
+        signum = -code if code < 0 else None
+        name = signal_name(signum) if signum is not None else None
+        phase: Phase
+        reason: str
+        if attempt.stopping is not None:
+            phase, reason = attempt.stopping
+            message = attempt.stop_message
+        elif attempt.child.status_lost:
+            exit_code = None
+            phase, reason = Phase.FAILED, Reason.EXIT_STATUS_LOST
+            message = "the exit status was collected by another waitpid() in this process"
+        elif code == 0:
+            phase, reason, message = Phase.SUCCEEDED, Reason.COMPLETED, ""
+        elif signum is None:
+            phase, reason, message = Phase.FAILED, Reason.NON_ZERO_EXIT, f"exited with code {code}"
+        else:
+            phase, reason, message = Phase.FAILED, Reason.SIGNALED, f"killed by {name}"
+        attempt.log.close()
+        await attempt.report(
+            phase, reason, message, exit_code=exit_code, signal=signum, signal_name=name
+        )
+
+    def _cleanup(self, attempt: _ProcessAttempt) -> None:
+        for handle in (attempt.deadline_handle, attempt.kill_handle):
+            if handle is not None:
+                handle.cancel()
+        attempt.stop_watching()
+        self._close_output(attempt)
+        if attempt.child is not None and not attempt.reaped:
+            # Only reached after an internal error or an abandoned kill: reap if possible.
+            attempt.reaped = attempt.child.reap() is not None
+        if attempt.log is not None:
+            attempt.log.close()
+
+
+class _Child:
+    """The main process of an attempt: its pid and, once reaped, its return code."""
+
+    def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None = None) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.status_lost = False
+        self._popen = popen
+
+    def reap(self) -> int | None:
+        """Collect the exit status if the process has exited (never blocks)."""
+        if self.returncode is not None:
+            return self.returncode
+        if self._popen is not None:
+            self.returncode = self._popen.poll()
+            return self.returncode
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere (a waitpid(-1) in the application)
+            self.status_lost = True
+            self.returncode = 255
+            return self.returncode
+        if pid == 0:
+            return None
+        self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+def _spawn(
+    argv: Sequence[str],
+    settings: ProcessSettings,
+    env: dict[str, str],
+    output_fd: int,
+    devnull_fd: int,
+    *,
+    new_session: bool,
+) -> _Child:
+    """Start the main process with stdin on /dev/null and stdout+stderr on ``output_fd``.
+
+    ``os.posix_spawn`` is used when no working directory is set, because it costs the parent
+    less CPU than ``subprocess.Popen`` (see bench/runtime_process.py). It does not close other
+    inheritable descriptors, but Python creates every descriptor non-inheritable (PEP 446).
+    ``Popen`` is used when there is a ``cwd``, because Python's ``posix_spawn`` cannot change
+    directory. Both return as soon as the child has exec'd (vfork), so this may run on the
+    loop, as asyncio's own subprocess transport does.
+    """
+    if settings.cwd is None and _HAS_POSIX_SPAWN:
+        executable = argv[0]
+        if "/" not in executable:
+            found = shutil.which(executable, path=env.get("PATH", os.defpath))
+            if found is None:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), executable)
+            executable = found
+        args = list(argv)
+        file_actions = [
+            (os.POSIX_SPAWN_DUP2, devnull_fd, 0),
+            (os.POSIX_SPAWN_DUP2, output_fd, 1),
+            (os.POSIX_SPAWN_DUP2, output_fd, 2),
+        ]
+        if new_session:
+            pid = os.posix_spawn(executable, args, env, file_actions=file_actions, setsid=True)
+        else:
+            pid = os.posix_spawn(executable, args, env, file_actions=file_actions, setpgroup=0)
+        return _Child(pid)
+    popen = subprocess.Popen(
+        argv,
+        stdin=devnull_fd,
+        stdout=output_fd,
+        stderr=output_fd,
+        cwd=settings.cwd,
+        env=env,
+        start_new_session=new_session,
+        process_group=None if new_session else 0,
+        close_fds=True,
+    )
+    return _Child(popen.pid, popen)
+
+
+def _recover_blocking(records: list[RecoveryRecord], grace: float) -> list[AttemptReport]:
+    found = find_attempt_processes({r.attempt_id: (r.pid, r.process_start_time) for r in records})
+    reports: list[AttemptReport] = []
+    for record in records:
+        processes = found[record.attempt_id]
+        if not processes:
+            reason, message = Reason.PROCESS_GONE, "the attempt's process no longer exists"
+        elif stop_processes(processes, grace=grace, kill_wait=5.0):
+            pids = ", ".join(str(p.pid) for p in processes)
+            reason = Reason.ORPHAN_KILLED
+            message = f"still running after a controller restart; killed pid(s) {pids}"
+        else:
+            pids = ", ".join(str(p.pid) for p in processes)
+            reason = Reason.ORPHAN_UNKILLABLE
+            message = f"still running after a controller restart; pid(s) {pids} survived SIGKILL"
+        if record.log_path is not None:
+            try:
+                append_note(record.log_path, f"recovered after a controller restart: {message}")
+            except OSError as exc:
+                logger.warning("cannot append to log %s: %s", record.log_path, exc.strerror)
+        now = utcnow()
+        reports.append(
+            AttemptReport(
+                attempt_id=record.attempt_id,
+                session=record.session,
+                seq=record.last_seq + 1,
+                phase=Phase.LOST,
+                reason=reason,
+                message=message,
+                pid=record.pid,
+                process_start_time=record.process_start_time,
+                finished_at=now,
+                reported_at=now,
+            )
+        )
+    return reports

@@ -1,0 +1,122 @@
+"""Conversion between :class:`StoredObject` and table rows, with validation on the way in.
+
+JSON goes through orjson with sorted keys, so equal dicts always encode to equal text: the
+store compares the encoded text to detect writes that change nothing. Datetimes, dataclasses
+and other non-JSON values are refused (not silently turned into strings) so that what is read
+back always equals what was written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from cronloop.store.errors import InvalidObject
+from cronloop.store.model import (
+    JSONObject,
+    StoredObject,
+    validate_identity,
+    validate_labels,
+)
+
+__all__ = [
+    "Row",
+    "decode_json",
+    "encode_json",
+    "encode_labels",
+    "from_micros",
+    "row_to_object",
+    "to_micros",
+    "validated_row",
+]
+
+Row = dict[str, Any]
+"""One ``objects`` row (column name to value), as read or about to be written."""
+
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def encode_json(kind: str, name: str, field: str, value: object) -> str:
+    """Encode a JSON object canonically, or raise :class:`InvalidObject` naming ``field``."""
+    if not isinstance(value, dict):
+        raise InvalidObject(kind, name, field, f"must be a dict, got {type(value).__name__}")
+    try:
+        return orjson.dumps(value, option=_OPTIONS).decode()
+    except orjson.JSONEncodeError as exc:
+        raise InvalidObject(kind, name, field, f"is not JSON-serialisable: {exc}") from None
+
+
+def encode_labels(kind: str, name: str, labels: object) -> str:
+    """Validate labels and encode them canonically."""
+    validate_labels(kind, name, labels)
+    assert isinstance(labels, Mapping)  # checked above; narrows the type
+    return orjson.dumps(dict(labels), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def decode_json(text: str) -> JSONObject:
+    """Decode a JSON object written by :func:`encode_json`."""
+    value: JSONObject = orjson.loads(text)
+    return value
+
+
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """The aware UTC datetime ``micros`` microseconds after the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _optional_key(kind: str, name: str, field: str, value: object, limit: int) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise InvalidObject(kind, name, field, f"must be None or a string of 1..{limit} characters")
+
+
+def validated_row(obj: object, *, argument: str = "obj") -> Row:
+    """Check a new object completely and return its ``objects`` row, minus store-set fields.
+
+    The row lacks ``uid``, ``resource_version``, ``generation`` and the timestamps; the store
+    fills those in inside its transaction.
+    """
+    if not isinstance(obj, StoredObject):
+        raise InvalidObject("", "", argument, f"must be a StoredObject, got {type(obj).__name__}")
+    kind, name = obj.kind, obj.name
+    validate_identity(kind, name)
+    _optional_key(kind, name, "owner_uid", obj.owner_uid, 64)
+    _optional_key(kind, name, "unique_key", obj.unique_key, 512)
+    return {
+        "kind": kind,
+        "name": name,
+        "owner_uid": obj.owner_uid,
+        "unique_key": obj.unique_key,
+        "labels": encode_labels(kind, name, obj.labels),
+        "spec": encode_json(kind, name, "spec", obj.spec),
+        "status": encode_json(kind, name, "status", obj.status),
+    }
+
+
+def row_to_object(row: Mapping[str, Any]) -> StoredObject:
+    """Build the :class:`StoredObject` held by an ``objects`` or ``events`` row."""
+    return StoredObject(
+        row["kind"],
+        row["name"],
+        spec=decode_json(row["spec"]),
+        status=decode_json(row["status"]),
+        labels=decode_json(row["labels"]),
+        owner_uid=row["owner_uid"],
+        unique_key=row["unique_key"],
+        uid=row["uid"],
+        resource_version=row["resource_version"],
+        generation=row["generation"],
+        created_at=from_micros(row["created_at"]),
+        updated_at=from_micros(row["updated_at"]),
+    )

@@ -1,0 +1,149 @@
+"""The writer thread: runs write transactions one after another, with group commit.
+
+Why hand-written: the store needs one thread that owns the write connection (SQLite allows
+one writer; holding it in one thread makes revisions commit in order), and it needs *group
+commit*: writes queued while a transaction runs are executed together in the next
+transaction, each inside its own savepoint, so they share one ``BEGIN``/``COMMIT`` (and one
+fsync with ``synchronous=FULL``) and one wake-up of the event loop. A failed write rolls
+back to its savepoint and fails alone; the others commit. No executor offers this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["WriterThread"]
+
+T = TypeVar("T")
+
+_MAX_GROUP = 128
+
+
+@dataclass(slots=True)
+class _Request:
+    fn: Callable[[Connection], Any]
+    future: asyncio.Future[Any]
+
+
+_Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    for future, value, error in outcomes:
+        if future.done():  # the caller was cancelled; the write itself still happened
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+
+class WriterThread:
+    """One thread, one connection, transactions in submission order (grouped when queued).
+
+    ``on_commit`` runs on the event loop after every commit, before the writers' awaits
+    return, even for writes whose caller was cancelled meanwhile.
+    """
+
+    def __init__(
+        self, engine: Engine, loop: asyncio.AbstractEventLoop, on_commit: Callable[[], None]
+    ) -> None:
+        self._engine = engine
+        self._loop = loop
+        self._on_commit = on_commit
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._ready: asyncio.Future[None] = loop.create_future()
+        self._stopped: asyncio.Future[None] = loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="cronloop-store-writer", daemon=True)
+        self._thread.start()
+
+    async def wait_ready(self) -> None:
+        """Return once the thread has its connection; raise if connecting failed."""
+        await asyncio.shield(self._ready)
+
+    async def submit(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(connection)`` in a write transaction and return its result.
+
+        ``fn`` raising rolls back everything it did and the exception is raised here.
+        """
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put(_Request(fn, future))
+        return await future
+
+    async def stop(self) -> None:
+        """Finish every queued write, close the connection and end the thread."""
+        self._queue.put(None)
+        await self._stopped
+
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _run(self) -> None:
+        try:
+            conn = self._engine.connect()
+        except Exception as error:
+            self._post(_settle, [(self._ready, None, error), (self._stopped, None, None)])
+            return
+        self._post(_settle, [(self._ready, None, None)])
+        with conn:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    break
+                group = [first]
+                while len(group) < _MAX_GROUP:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        self._queue.put(None)  # stop after this group
+                        break
+                    group.append(nxt)
+                self._run_group(conn, group)
+        self._post(_settle, [(self._stopped, None, None)])
+
+    def _run_group(self, conn: Connection, group: list[_Request]) -> None:
+        outcomes: list[_Outcome] = []
+        try:
+            with conn.begin():
+                if len(group) == 1:
+                    outcomes.append((group[0].future, group[0].fn(conn), None))
+                else:
+                    self._run_savepoints(conn, group, outcomes)
+        except Exception as error:
+            # The transaction as a whole did not commit: every write of the group failed.
+            self._post(_settle, [(request.future, None, error) for request in group])
+            return
+        self._post(self._committed, outcomes)
+
+    @staticmethod
+    def _run_savepoints(conn: Connection, group: list[_Request], outcomes: list[_Outcome]) -> None:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        for request in group:
+            driver.execute("SAVEPOINT cronloop_write")
+            try:
+                value = request.fn(conn)
+            except Exception as error:
+                # If SQLite already rolled the whole transaction back (I/O error, disk
+                # full), this raises and the caller fails the entire group.
+                driver.execute("ROLLBACK TO cronloop_write")
+                driver.execute("RELEASE cronloop_write")
+                outcomes.append((request.future, None, error))
+            else:
+                driver.execute("RELEASE cronloop_write")
+                outcomes.append((request.future, value, None))
+
+    def _committed(self, outcomes: list[_Outcome]) -> None:
+        self._on_commit()
+        _settle(outcomes)

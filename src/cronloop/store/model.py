@@ -1,0 +1,141 @@
+"""The store's data types: the generic object envelope, watch events and list results.
+
+The store does not know the typed resources of :mod:`cronloop.api`; controllers convert their
+models to and from :class:`StoredObject`, whose ``spec`` and ``status`` are plain JSON objects.
+Identity checks that must hold for every kind (a kind and a name are well-formed, labels are
+strings) live here so that every backend applies the same rules.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from cronloop.store.errors import InvalidObject
+
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "EventType",
+    "JSONObject",
+    "ListResult",
+    "StoredObject",
+    "WatchEvent",
+    "validate_identity",
+    "validate_labels",
+]
+
+JSONObject = dict[str, Any]
+"""A JSON object as Python data: str keys; values are str, int, float, bool, None, list, dict."""
+
+MAX_NAME_LENGTH = 253
+"""Longest accepted name, label key or label value (Kubernetes' DNS subdomain limit)."""
+
+_KIND = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
+# Names are printable and free of whitespace so they survive URLs, logs and file names; the
+# api layer applies stricter per-kind rules on top.
+_NAME = re.compile(r"[^\s\x00-\x1f\x7f/]+")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """One stored resource: identity, bookkeeping set by the store, and its JSON spec/status.
+
+    Build a new object with ``StoredObject("Job", "nightly-1", spec={...})``; the store sets
+    ``uid``, ``resource_version``, ``generation`` and the timestamps on create.
+
+    - ``resource_version``: the global revision of the object's last write (0 before create).
+    - ``generation``: starts at 1 and grows by one whenever the spec changes (never on status).
+    - ``owner_uid``: the owner's uid; deleting the owner deletes this object too.
+    - ``unique_key``: unique per kind when set (e.g. ``"<cronjob uid>@<scheduled time>"``), so
+      the same run cannot be created twice under two names.
+    """
+
+    kind: str
+    name: str
+    _: KW_ONLY
+    spec: JSONObject = field(default_factory=dict)
+    status: JSONObject = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    owner_uid: str | None = None
+    unique_key: str | None = None
+    uid: str = ""
+    resource_version: int = 0
+    generation: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def ref(self) -> str:
+        """``Kind "name"``, the way errors and logs name the object."""
+        return f'{self.kind} "{self.name}"'
+
+
+class EventType(enum.StrEnum):
+    """What happened to the object of a :class:`WatchEvent`."""
+
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change from the change feed.
+
+    ``object`` is the object as written at ``revision``; for ``DELETED`` it is the last state,
+    with ``resource_version`` set to the revision of the deletion.
+    """
+
+    type: EventType
+    object: StoredObject
+    revision: int
+
+
+class ListResult(NamedTuple):
+    """The answer of ``list``: the objects and the revision they were read at.
+
+    Watching from ``revision`` continues exactly where the list ended: no change is missed
+    and none is delivered twice. Unpacks as ``items, revision = await store.list(...)``.
+    """
+
+    items: list[StoredObject]
+    revision: int
+
+
+def validate_identity(kind: object, name: object) -> None:
+    """Raise :class:`InvalidObject` unless ``kind`` and ``name`` are well-formed.
+
+    A kind is CamelCase ASCII (``Job``, ``SubJob``); a name is 1..253 printable characters
+    without whitespace or ``/``.
+    """
+    kind_text = kind if isinstance(kind, str) else repr(kind)
+    name_text = name if isinstance(name, str) else repr(name)
+    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+        raise InvalidObject(
+            kind_text, name_text, "kind", "must be CamelCase letters and digits, e.g. 'Job'"
+        )
+    if not isinstance(name, str) or not name:
+        raise InvalidObject(kind, name_text, "name", "must be a non-empty string")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidObject(kind, name, "name", f"longer than {MAX_NAME_LENGTH} characters")
+    if not _NAME.fullmatch(name):
+        raise InvalidObject(kind, name, "name", "must not contain whitespace, '/' or controls")
+
+
+def validate_labels(kind: str, name: str, labels: object, *, argument: str = "labels") -> None:
+    """Raise :class:`InvalidObject` unless ``labels`` maps non-empty strings to strings."""
+    if not isinstance(labels, Mapping):
+        raise InvalidObject(kind, name, argument, f"must be a mapping, got {type(labels).__name__}")
+    for key, value in labels.items():
+        if not isinstance(key, str) or not key or len(key) > MAX_NAME_LENGTH:
+            raise InvalidObject(
+                kind, name, argument, f"key {key!r} must be a string of 1..253 characters"
+            )
+        if not isinstance(value, str) or len(value) > MAX_NAME_LENGTH:
+            raise InvalidObject(
+                kind, name, f"{argument}[{key!r}]", "value must be a string of <= 253 characters"
+            )

@@ -1,0 +1,436 @@
+"""The SQLite backend: SQLAlchemy 2 Core on sync connections driven by dedicated threads.
+
+Why threads and not ``sqlite+aiosqlite``: aiosqlite runs every statement on a thread of its
+own (one hop per statement) and SQLAlchemy's async engine adds greenlet switches (and the
+greenlet dependency). A store write is 4-6 statements, so here the whole transaction runs as
+one function on one writer thread: one hop per write. Measured on the same transaction bodies
+(2 cores, median of 5): a batch of 1,000 creates ran at 26.6k objects/s here against 23.1k/s
+through aiosqlite, and a single create took 0.72 ms against 2.2 ms.
+
+- One writer thread (:mod:`cronloop.store._writer`) owns one connection and opens every
+  write with ``BEGIN IMMEDIATE``, so the write lock is taken up front: writers never deadlock
+  upgrading a read lock, and revisions commit in order. Writes queued while one runs share
+  the next commit (group commit, a savepoint each). Other processes queue on
+  ``busy_timeout``.
+- Reader threads use their own connections with deferred ``BEGIN``: WAL gives each read
+  transaction one snapshot, which is what makes list + watch exact.
+- After each commit the writer thread wakes this store's watchers on the event loop; writes
+  made by other processes are found by polling every ``poll_interval`` seconds.
+
+Durability: WAL with ``synchronous=NORMAL`` by default. A commit is durable once it returns
+as far as the process is concerned (a ``kill -9`` loses nothing committed); a power loss or
+OS crash may lose the last commits but never corrupts the database or splits a transaction.
+Pass ``synchronous="FULL"`` to fsync the WAL on every commit (durable across power loss).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import functools
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import URL, create_engine, event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from cronloop.store import _ops
+from cronloop.store._codec import (
+    Row,
+    encode_json,
+    encode_labels,
+    row_to_object,
+    to_micros,
+    validated_row,
+)
+from cronloop.store._writer import WriterThread
+from cronloop.store.base import Store
+from cronloop.store.errors import AlreadyExists, Expired, InvalidObject, NotFound, StoreClosed
+from cronloop.store.migrate import upgrade_schema
+from cronloop.store.model import (
+    EventType,
+    ListResult,
+    StoredObject,
+    WatchEvent,
+    validate_identity,
+    validate_labels,
+)
+
+__all__ = ["SQLiteStore", "Synchronous"]
+
+T = TypeVar("T")
+Synchronous = Literal["NORMAL", "FULL"]
+"""SQLite ``PRAGMA synchronous`` levels the store accepts (both are safe in WAL mode)."""
+
+_WATCH_PAGE = 500
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _positive(name: str, value: object, *, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise InvalidObject("", "", name, f"must be an int >= {low}, got {value!r}")
+
+
+def _update_request(
+    obj: object, expected_version: int | None, mode: _ops.WriteMode
+) -> tuple[_ops.UpdateRequest, Mapping[str, str] | None]:
+    if not isinstance(obj, StoredObject):
+        raise InvalidObject("", "", "obj", f"must be a StoredObject, got {type(obj).__name__}")
+    kind, name = obj.kind, obj.name
+    validate_identity(kind, name)
+    expected = obj.resource_version if expected_version is None else expected_version
+    if not isinstance(expected, int) or isinstance(expected, bool) or expected < 1:
+        raise InvalidObject(
+            kind,
+            name,
+            "expected_version",
+            f"must be the resource_version read (>= 1), got {expected!r}",
+        )
+    common: dict[str, Any] = {
+        "kind": kind,
+        "name": name,
+        "uid": obj.uid,
+        "expected_version": expected,
+        "owner_uid": obj.owner_uid,
+        "unique_key": obj.unique_key,
+    }
+    if mode == "status":
+        return _ops.UpdateRequest(
+            **common, status=encode_json(kind, name, "status", obj.status)
+        ), None
+    labels = encode_labels(kind, name, obj.labels)
+    spec = encode_json(kind, name, "spec", obj.spec)
+    return _ops.UpdateRequest(**common, labels=labels, spec=spec), dict(obj.labels)
+
+
+class SQLiteStore(Store):
+    """The :class:`~cronloop.store.base.Store` contract on one SQLite database file.
+
+    Open with ``await SQLiteStore.open(path)`` (or :func:`cronloop.store.open_store`); the
+    schema is migrated to head on open. Options:
+
+    - ``synchronous``: ``"NORMAL"`` (default; survives process crashes) or ``"FULL"``
+      (also survives power loss, slower commits).
+    - ``busy_timeout``: seconds a write waits for another process's write lock.
+    - ``poll_interval``: seconds between checks for writes made by other processes.
+    - ``readers``: reader threads (and connections).
+    - ``clock``: returns the aware datetime used for ``created_at``/``updated_at``.
+    - ``group_commit``: ``True`` (default) runs writes on a writer thread that commits the
+      writes queued together in one transaction; ``False`` runs each write in its own
+      transaction on a one-thread executor. The executor is what tests with a fake loop clock
+      (looptime) need: it only sees work handed to ``run_in_executor``, and would otherwise
+      move the clock on while a write is still in flight.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "NORMAL",
+        busy_timeout: float = 30.0,
+        poll_interval: float = 0.25,
+        readers: int = 2,
+        clock: Callable[[], datetime] = _utc_now,
+        group_commit: bool = True,
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise InvalidObject(
+                "", "", "synchronous", f"must be 'NORMAL' or 'FULL', not {synchronous!r}"
+            )
+        if not busy_timeout >= 0 or not poll_interval > 0:
+            raise InvalidObject("", "", "busy_timeout/poll_interval", "must be >= 0 and > 0")
+        _positive("readers", readers)
+        self.path = Path(path)
+        self._synchronous = synchronous
+        self._busy_ms = int(busy_timeout * 1000)
+        self._poll_interval = poll_interval
+        self._clock = clock
+        self._loop = asyncio.get_running_loop()
+        self._closed = False
+        self._changed = asyncio.Event()
+        url = URL.create("sqlite", database=str(self.path))
+        self._write_engine = self._engine(url, pool_size=1, begin="BEGIN IMMEDIATE")
+        self._read_engine = self._engine(url, pool_size=readers, begin="BEGIN")
+        self._reader = ThreadPoolExecutor(readers, thread_name_prefix="cronloop-store-reader")
+        self._writer: WriterThread | None = None
+        self._write_executor: ThreadPoolExecutor | None = None
+        if group_commit:
+            self._writer = WriterThread(self._write_engine, self._loop, self._wake)
+        else:
+            self._write_executor = ThreadPoolExecutor(1, thread_name_prefix="cronloop-store-writer")
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], **options: Any) -> SQLiteStore:
+        """Open (creating if needed) the database at ``path`` and migrate it to head."""
+        store = cls(path, **options)
+        try:
+            if store._writer is not None:
+                await store._writer.wait_ready()
+            await store._write(upgrade_schema)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    def _engine(self, url: URL, *, pool_size: int, begin: str) -> Engine:
+        engine = create_engine(url, pool_size=pool_size, max_overflow=0)
+        pragmas = (
+            f"PRAGMA busy_timeout = {self._busy_ms}",
+            "PRAGMA journal_mode = WAL",
+            f"PRAGMA synchronous = {self._synchronous}",
+            "PRAGMA foreign_keys = ON",
+        )
+
+        def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+            # Take transaction control away from the sqlite3 module (it would not BEGIN
+            # before a SELECT), so every read sees one snapshot and every write locks first.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            for pragma in pragmas:
+                cursor.execute(pragma)
+            cursor.close()
+
+        def on_begin(connection: Connection) -> None:
+            # Straight to the driver: exec_driver_sql costs more than the BEGIN itself.
+            connection.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
+
+        event.listen(engine, "connect", on_connect)
+        event.listen(engine, "begin", on_begin)
+        return engine
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def _in_read_txn(self, fn: Callable[[Connection], T]) -> T:
+        with self._read_engine.connect() as conn, conn.begin():
+            return fn(conn)
+
+    def _in_write_txn(self, fn: Callable[[Connection], T]) -> T:
+        with self._write_engine.connect() as conn, conn.begin():
+            return fn(conn)
+
+    async def _write(self, fn: Callable[[Connection], T]) -> T:
+        self._check_open()
+        if self._writer is not None:
+            return await self._writer.submit(fn)
+        assert self._write_executor is not None
+        future = self._loop.run_in_executor(self._write_executor, self._in_write_txn, fn)
+        # Wake watchers after every commit, even when the caller was cancelled meanwhile.
+        future.add_done_callback(lambda _: self._wake())
+        return await future
+
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        self._check_open()
+        return await self._loop.run_in_executor(self._reader, self._in_read_txn, fn)
+
+    def _now(self) -> int:
+        moment = self._clock()
+        if moment.tzinfo is None:
+            raise InvalidObject("", "", "clock", "must return an aware datetime")
+        return to_micros(moment)
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    async def create(self, obj: StoredObject) -> StoredObject:
+        return (await self.create_many([obj]))[0]
+
+    async def create_many(self, objs: Sequence[StoredObject]) -> builtins.list[StoredObject]:
+        if isinstance(objs, StoredObject | str) or not isinstance(objs, Sequence):
+            raise InvalidObject("", "", "objs", "must be a sequence of StoredObject")
+        rows: list[Row] = []
+        labels: list[Mapping[str, str]] = []
+        names: set[tuple[str, str]] = set()
+        keys: set[tuple[str, str]] = set()
+        for index, obj in enumerate(objs):
+            row = validated_row(obj, argument=f"objs[{index}]")
+            kind, name, key = row["kind"], row["name"], row["unique_key"]
+            if (kind, name) in names:
+                raise AlreadyExists(kind, name)
+            if key is not None and (kind, key) in keys:
+                raise AlreadyExists(kind, name, field="unique_key", value=key)
+            names.add((kind, name))
+            if key is not None:
+                keys.add((kind, key))
+            row["uid"] = str(uuid.uuid4())
+            rows.append(row)
+            labels.append(dict(obj.labels))
+        if not rows:
+            return []
+        stored = await self._write(lambda conn: _ops.create_rows(conn, rows, labels, self._now()))
+        return [row_to_object(row) for row in stored]
+
+    async def update(
+        self, obj: StoredObject, *, expected_version: int | None = None
+    ) -> StoredObject:
+        request, labels = _update_request(obj, expected_version, "spec")
+        return await self._update([request], [labels])
+
+    async def update_status(
+        self, obj: StoredObject, *, expected_version: int | None = None
+    ) -> StoredObject:
+        request, labels = _update_request(obj, expected_version, "status")
+        return await self._update([request], [labels])
+
+    async def _update(
+        self, requests: list[_ops.UpdateRequest], labels: list[Mapping[str, str] | None]
+    ) -> StoredObject:
+        rows = await self._write(lambda conn: _ops.update_rows(conn, requests, labels, self._now()))
+        return row_to_object(rows[0])
+
+    async def update_many(
+        self, objs: Sequence[StoredObject], *, status: bool = False
+    ) -> builtins.list[StoredObject]:
+        if isinstance(objs, StoredObject | str) or not isinstance(objs, Sequence):
+            raise InvalidObject("", "", "objs", "must be a sequence of StoredObject")
+        mode: _ops.WriteMode = "status" if status else "spec"
+        requests: list[_ops.UpdateRequest] = []
+        labels: list[Mapping[str, str] | None] = []
+        seen: set[tuple[str, str]] = set()
+        for obj in objs:
+            request, request_labels = _update_request(obj, None, mode)
+            if (request.kind, request.name) in seen:
+                raise InvalidObject(
+                    request.kind, request.name, "objs", "appears twice in the batch"
+                )
+            seen.add((request.kind, request.name))
+            requests.append(request)
+            labels.append(request_labels)
+        if not requests:
+            return []
+        rows = await self._write(lambda conn: _ops.update_rows(conn, requests, labels, self._now()))
+        return [row_to_object(row) for row in rows]
+
+    async def apply(self, obj: StoredObject) -> StoredObject:
+        row = validated_row(obj)
+        row["uid"] = str(uuid.uuid4())
+        labels = dict(obj.labels)
+        stored = await self._write(lambda conn: _ops.apply_row(conn, row, labels, self._now()))
+        return row_to_object(stored)
+
+    async def delete(
+        self, kind: str, name: str, *, expected_version: int | None = None
+    ) -> StoredObject:
+        validate_identity(kind, name)
+        if expected_version is not None:
+            _positive("expected_version", expected_version)
+        gone = await self._write(lambda conn: _ops.delete_tree(conn, kind, name, expected_version))
+        return row_to_object(gone[-1])
+
+    async def compact(self, before_revision: int) -> int:
+        _positive("before_revision", before_revision)
+        return await self._write(lambda conn: _ops.compact(conn, before_revision))
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    async def get(self, kind: str, name: str) -> StoredObject:
+        validate_identity(kind, name)
+        row = await self._read(lambda conn: _ops.get_row(conn, kind, name))
+        if row is None:
+            raise NotFound(kind, name)
+        return row_to_object(row)
+
+    async def get_by_uid(self, uid: str) -> StoredObject:
+        if not isinstance(uid, str) or not uid:
+            raise InvalidObject("", "", "uid", "must be a non-empty string")
+        row = await self._read(lambda conn: _ops.get_row_by_uid(conn, uid))
+        if row is None:
+            raise NotFound("", uid=uid)
+        return row_to_object(row)
+
+    async def list(
+        self,
+        kind: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        owner_uid: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> ListResult:
+        validate_identity(kind, "*")
+        selector = dict(labels or {})
+        validate_labels(kind, "", selector, argument="labels")
+        if limit is not None:
+            _positive("limit", limit)
+
+        def read(conn: Connection) -> tuple[list[Row], int]:
+            rows = _ops.list_rows(
+                conn, kind, labels=selector, owner_uid=owner_uid, limit=limit, after=after
+            )
+            return rows, _ops.read_revision(conn)[0]
+
+        rows, revision = await self._read(read)
+        return ListResult([row_to_object(row) for row in rows], revision)
+
+    async def current_revision(self) -> int:
+        return (await self._read(_ops.read_revision))[0]
+
+    # ---- change feed ----------------------------------------------------------------------
+
+    async def watch(
+        self, *, kinds: Iterable[str] | None = None, from_revision: int | None = None
+    ) -> AsyncIterator[WatchEvent]:
+        if isinstance(kinds, str):
+            raise InvalidObject(
+                "", "", "kinds", f"must be a list of kinds, not the string {kinds!r}"
+            )
+        kind_filter = None if kinds is None else tuple(kinds)
+        for kind in kind_filter or ():
+            validate_identity(kind, "watch")
+        if from_revision is None:
+            from_revision = await self.current_revision()
+        _positive("from_revision", from_revision, allow_zero=True)
+        last = from_revision
+        while True:
+            self._check_open()
+            # Taken before the read: a commit after the read sets this very event.
+            changed = self._changed
+            rows, revision, compacted_before = await self._read(
+                functools.partial(
+                    _ops.events_after, after=last, kinds=kind_filter, limit=_WATCH_PAGE
+                )
+            )
+            if last < compacted_before - 1:
+                raise Expired(last, compacted_before)
+            for row in rows:
+                last = row["revision"]
+                yield WatchEvent(EventType(row["type"]), row_to_object(row), last)
+            if len(rows) == _WATCH_PAGE:
+                continue
+            # Everything up to `revision` was in this snapshot; skip other kinds' events.
+            last = max(last, revision)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_interval):
+                    await changed.wait()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake()
+        if self._writer is not None:
+            await self._writer.stop()  # queued writes finish first
+        if self._write_executor is not None:
+            await asyncio.to_thread(self._write_executor.shutdown, wait=True)
+        await asyncio.to_thread(self._reader.shutdown, wait=True)
+        self._write_engine.dispose()
+        self._read_engine.dispose()

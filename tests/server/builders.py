@@ -1,0 +1,122 @@
+"""Request bodies and stored objects the server and CLI tests share."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cronloop.api import (
+    Attempt,
+    Job,
+    ObjectMeta,
+    ObjectRef,
+    Phase,
+    StepName,
+    SubJob,
+    SubJobSpec,
+    SubJobStatus,
+)
+from cronloop.controllers.objects import JOB_LABEL, to_stored, typed
+from cronloop.store import Store, StoredObject
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def step(argv: list[str] | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"runtime": "process", "argv": argv or ["echo", "hello"]}
+    if env:
+        body["env"] = env
+    return body
+
+
+def cronjob_body(
+    name: str = "nightly",
+    *,
+    schedule: str = "0 3 * * *",
+    env: dict[str, str] | None = None,
+    suspend: bool = False,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A CronJob as a user writes it (camelCase JSON)."""
+    return {
+        "apiVersion": "cronloop.dev/v1",
+        "kind": "CronJob",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {
+            "schedule": schedule,
+            "suspend": suspend,
+            "jobTemplate": {"targets": ["eu", "us"], "main": step(env=env)},
+        },
+    }
+
+
+def job_body(
+    name: str = "adhoc",
+    *,
+    targets: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Job as a user writes it."""
+    return {
+        "apiVersion": "cronloop.dev/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"targets": targets or ["eu", "us"], "main": step(env=env)},
+    }
+
+
+async def add_subjob(
+    store: Store,
+    job: StoredObject,
+    target: str,
+    *,
+    attempts: list[tuple[Phase, Path | None]] | None = None,
+) -> StoredObject:
+    """Store ``job``'s SubJob for ``target`` with the given attempts ``(phase, log path)``.
+
+    This is what the Job controller writes when it fans out and dispatches; the server only
+    reads it.
+    """
+    parent = typed(job, Job)
+    recorded = tuple(
+        Attempt(
+            number=index,
+            step=StepName.MAIN,
+            phase=phase,
+            runtime={"logPath": str(path)} if path is not None else {},
+        )
+        for index, (phase, path) in enumerate(attempts or [], start=1)
+    )
+    last = recorded[-1].phase if recorded else Phase.PENDING
+    sub = SubJob(
+        metadata=ObjectMeta(name=f"{job.name}-{target}", labels={JOB_LABEL: job.name}),
+        spec=SubJobSpec(
+            job=ObjectRef(name=job.name, uid=job.uid), target=target, main=parent.spec.main
+        ),
+        status=SubJobStatus(phase=last, attempts=recorded),
+    )
+    return await store.create(to_stored(sub, owner_uid=job.uid))
+
+
+async def set_attempt_phase(store: Store, subjob: str, number: int, phase: Phase) -> None:
+    """Move attempt ``number`` of ``subjob`` (and the sub-job) to ``phase``."""
+    obj = await store.get("SubJob", subjob)
+    sub = typed(obj, SubJob)
+    attempts = tuple(
+        a.model_copy(update={"phase": phase}) if a.number == number else a
+        for a in sub.status.attempts
+    )
+    status = sub.status.model_copy(update={"attempts": attempts, "phase": phase})
+    await store.update_status(to_stored(sub.model_copy(update={"status": status})))
+
+
+async def set_job_status(store: Store, name: str, **fields: Any) -> StoredObject:
+    """Write ``fields`` (snake_case JobStatus fields) into Job ``name``'s status."""
+    obj = await store.get("Job", name)
+    job = typed(obj, Job)
+    status = job.status.model_copy(update=fields)
+    return await store.update_status(
+        to_stored(job.model_copy(update={"status": status}), owner_uid=obj.owner_uid)
+    )

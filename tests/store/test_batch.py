@@ -1,0 +1,134 @@
+"""Batched writes: one transaction each, contiguous revisions, all or nothing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from cronloop.store import (
+    AlreadyExists,
+    Conflict,
+    EventType,
+    NotFound,
+    Store,
+    StoredObject,
+)
+from tests.store.helpers import collect, job
+
+FANOUT = 1000
+
+
+async def _owner(store: Store) -> StoredObject:
+    return await store.create(StoredObject("Job", "nightly-1700000000"))
+
+
+def _subjobs(owner: StoredObject, count: int = FANOUT, prefix: str = "s") -> list[StoredObject]:
+    return [
+        StoredObject(
+            "SubJob",
+            f"{prefix}-{i}",
+            spec={"region": f"r{i % 7}", "shard": i},
+            labels={"job": owner.name},
+            owner_uid=owner.uid,
+            unique_key=f"{owner.uid}@{prefix}-{i}",
+        )
+        for i in range(count)
+    ]
+
+
+async def test_fan_out_is_one_transaction_with_contiguous_revisions(store: Store) -> None:
+    owner = await _owner(store)
+    created = await store.create_many(_subjobs(owner))
+    assert [o.resource_version for o in created] == list(range(2, FANOUT + 2))
+    assert [o.name for o in created] == [f"s-{i}" for i in range(FANOUT)]
+    assert len({o.uid for o in created}) == FANOUT
+    assert len({o.created_at for o in created}) == 1  # one commit, one moment
+    listed = await store.list("SubJob", labels={"job": owner.name})
+    assert sorted(o.uid for o in listed.items) == sorted(o.uid for o in created)
+    events = await collect(store, from_revision=1, until_revision=FANOUT + 1)
+    assert [e.type for e in events] == [EventType.ADDED] * FANOUT
+    assert [e.object for e in events] == created
+
+
+async def test_clash_at_item_500_leaves_nothing_written(store: Store) -> None:
+    owner = await _owner(store)
+    await store.create(StoredObject("SubJob", "s-500"))
+    before = await store.current_revision()
+    with pytest.raises(AlreadyExists, match=r'^SubJob "s-500" already exists$'):
+        await store.create_many(_subjobs(owner))
+    assert await store.current_revision() == before
+    assert [o.name for o in (await store.list("SubJob")).items] == ["s-500"]
+    assert (await store.list("SubJob", labels={"job": owner.name})).items == []
+    # The revision counter did not move: the next write takes the next number.
+    after = await store.create(StoredObject("SubJob", "next"))
+    assert after.resource_version == before + 1
+
+
+async def test_unique_key_clash_in_a_batch_names_the_object(store: Store) -> None:
+    owner = await _owner(store)
+    batch = _subjobs(owner, 10)
+    await store.create(StoredObject("SubJob", "earlier", unique_key=batch[7].unique_key))
+    with pytest.raises(AlreadyExists, match='SubJob "s-7": another SubJob already has unique_key'):
+        await store.create_many(batch)
+    assert len((await store.list("SubJob")).items) == 1
+
+
+async def test_missing_owner_in_a_batch_leaves_nothing_written(store: Store) -> None:
+    owner = await _owner(store)
+    batch = _subjobs(owner, 10)
+    batch[5] = replace(batch[5], owner_uid="gone")
+    with pytest.raises(NotFound, match='SubJob "s-5": owner_uid "gone"'):
+        await store.create_many(batch)
+    assert (await store.list("SubJob")).items == []
+
+
+async def test_empty_batches_write_nothing(store: Store) -> None:
+    assert await store.create_many([]) == []
+    assert await store.update_many([]) == []
+    assert await store.current_revision() == 0
+
+
+async def test_update_many_is_batched_compare_and_set(store: Store) -> None:
+    owner = await _owner(store)
+    created = await store.create_many(_subjobs(owner))
+    dispatched = await store.update_many(
+        [replace(o, status={"phase": "Running"}) for o in created], status=True
+    )
+    assert [o.resource_version for o in dispatched] == list(range(FANOUT + 2, 2 * FANOUT + 2))
+    assert all(o.status == {"phase": "Running"} and o.generation == 1 for o in dispatched)
+    respecced = await store.update_many([replace(o, spec={"v": 2}) for o in dispatched[:3]])
+    assert [o.generation for o in respecced] == [2, 2, 2]
+    assert [o.status for o in respecced] == [{"phase": "Running"}] * 3
+
+
+async def test_stale_item_500_of_1000_leaves_nothing_written(store: Store) -> None:
+    owner = await _owner(store)
+    created = await store.create_many(_subjobs(owner))
+    raced = await store.update_status(replace(created[500], status={"phase": "Cancelled"}))
+    before = await store.current_revision()
+    with pytest.raises(Conflict, match=r'^SubJob "s-500" has resourceVersion \d+, write expected'):
+        await store.update_many(
+            [replace(o, status={"phase": "Running"}) for o in created], status=True
+        )
+    assert await store.current_revision() == before
+    listed = (await store.list("SubJob")).items
+    assert [o for o in listed if o.status] == [raced]
+
+
+async def test_update_many_with_a_missing_object_writes_nothing(store: Store) -> None:
+    created = await store.create_many([job(f"j{i}") for i in range(5)])
+    await store.delete("Job", "j3")
+    before = await store.current_revision()
+    with pytest.raises(NotFound, match='Job "j3"'):
+        await store.update_many([replace(o, status={"x": 1}) for o in created], status=True)
+    assert await store.current_revision() == before
+
+
+async def test_update_many_skips_items_that_change_nothing(store: Store) -> None:
+    created = await store.create_many([job(f"j{i}") for i in range(4)])
+    result = await store.update_many(
+        [replace(o, status={"x": 1}) if i % 2 else o for i, o in enumerate(created)], status=True
+    )
+    assert [o.resource_version for o in result] == [1, 5, 3, 6]
+    assert await store.current_revision() == 6
