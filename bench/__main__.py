@@ -23,6 +23,8 @@ SUITES = [
     "sync_timer",
     "store_writes",
     "runtime_process",
+    "trigger",
+    "scale_cronjobs",
 ]
 
 

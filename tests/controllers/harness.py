@@ -14,7 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cronloop.api import CronJob, Job, Phase, Resource, SubJob, load_resources
-from cronloop.controllers import LoopClock, Manager, from_stored, to_stored, typed
+from cronloop.controllers import (
+    AdmissionController,
+    LoopClock,
+    Manager,
+    from_stored,
+    to_stored,
+    typed,
+)
 from cronloop.runtimes import InlineRuntime, Runtime
 from cronloop.store import Store, open_store
 
@@ -80,6 +87,7 @@ async def running_stack(
     start: datetime = START,
     clock: LoopClock | None = None,
     resync_period: float = 30.0,
+    admission: AdmissionController | None = None,
 ) -> AsyncIterator[Stack]:
     """A manager on the store in ``tmp_path``; pass the same ``clock`` to a second stack to
     restart on the same store after fake downtime."""
@@ -89,7 +97,12 @@ async def running_stack(
     inline = InlineRuntime()
     all_runtimes: dict[str, Runtime] = {"inline": inline, **(runtimes or {})}
     manager = Manager(
-        store, all_runtimes, log_dir=tmp_path / "logs", clock=clock, resync_period=resync_period
+        store,
+        all_runtimes,
+        log_dir=tmp_path / "logs",
+        clock=clock,
+        resync_period=resync_period,
+        admission=admission,
     )
     task = asyncio.create_task(manager.run())
     try:

@@ -350,6 +350,8 @@ class JobStatus(ApiModel):
     """The CronJob's scheduled time this run is for (cron runs only)."""
     cron_job: ObjectRef | None = None
     """The CronJob that created this run (cron runs only)."""
+    warnings: tuple[str, ...] = ()
+    """Warnings raised while the run went on, e.g. that it runs longer than expected."""
 
 
 class Job(ApiModel):

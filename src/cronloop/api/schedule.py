@@ -25,6 +25,7 @@ The mapping from naive local time to UTC is then monotone (non-decreasing), whic
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -130,6 +131,14 @@ def _all_values(field: list[int | str], low: int, high: int) -> list[int]:
     if field == ["*"]:
         return list(range(low, high + 1))
     return sorted({int(v) for v in field})
+
+
+@functools.lru_cache(maxsize=8192)
+def _cron(expression: str, fields: tuple[str, ...]) -> _Cron:
+    """One shared, thread-safe matcher per expression: building one costs ~1 ms (croniter
+    parses and probes it), and a scheduler reads the same few expressions over and over.
+    A failed parse raises and is not cached."""
+    return _Cron(expression, list(fields))
 
 
 class _Cron:
@@ -295,7 +304,7 @@ class Schedule:
         specs = _FIELDS if len(fields) == 6 else _FIELDS[1:]
         for spec, field in zip(specs, fields, strict=True):
             _check_field(expression, spec, field)
-        return cls(expression, zone, _Cron(expression, fields), None, EPOCH)
+        return cls(expression, zone, _cron(expression, tuple(fields)), None, EPOCH)
 
     def __repr__(self) -> str:
         return f"Schedule({self.expression!r}, {self.tz.key!r})"

@@ -38,9 +38,34 @@ def up(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Do not print run phase changes.")
     ] = False,
+    max_cpu_percent: Annotated[
+        float | None,
+        typer.Option(help="Delay (AtLeastOnce) or skip (AtMostOnce) due runs above this CPU %."),
+    ] = None,
+    max_memory_percent: Annotated[
+        float | None, typer.Option(help="The same, for memory in use (%).")
+    ] = None,
+    max_load_per_core: Annotated[
+        float | None, typer.Option(help="The same, for the 1-minute load average per core.")
+    ] = None,
 ) -> None:
     """Run the scheduler: store, controllers, runtimes and API in one process."""
+    from pydantic import ValidationError
+
     from cronloop.cli.up import UpOptions, run_up
+    from cronloop.controllers import AdmissionLimits
+
+    try:
+        limits = AdmissionLimits(
+            max_cpu_percent=max_cpu_percent,
+            max_memory_percent=max_memory_percent,
+            max_load1_per_core=max_load_per_core,
+        )
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = str(problem["loc"][0]).replace("_", "-").replace("load1-", "load-")
+        typer.echo(f"error: --{field}: {problem['msg']}", err=True)
+        raise typer.Exit(2) from None
 
     dirs = tuple(spec_dir) if spec_dir else ((_EXAMPLES,) if _EXAMPLES.is_dir() else ())
     for d in dirs:
@@ -49,7 +74,13 @@ def up(
             raise typer.Exit(2)
     run_up(
         UpOptions(
-            state_dir=state_dir, spec_dirs=dirs, host=host, port=port, watch=watch, quiet=quiet
+            state_dir=state_dir,
+            spec_dirs=dirs,
+            host=host,
+            port=port,
+            watch=watch,
+            quiet=quiet,
+            limits=limits,
         )
     )
 

@@ -28,7 +28,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from cronloop.api import Job, Phase, ResourceError, SubJob, load_resources
-from cronloop.controllers import Manager, to_stored, typed
+from cronloop.controllers import (
+    AdmissionController,
+    AdmissionLimits,
+    Manager,
+    to_stored,
+    typed,
+)
 from cronloop.runtimes import InlineRuntime, ProcessRuntime, Runtime
 from cronloop.server import create_app
 from cronloop.server.auth import load_or_create_credentials
@@ -63,6 +69,7 @@ class UpOptions:
     port: int = 8086
     watch: bool = True
     quiet: bool = False
+    limits: AdmissionLimits | None = None
 
 
 def _spec_files(spec_dirs: Iterable[Path]) -> list[Path]:
@@ -151,6 +158,7 @@ def _when(value: datetime | None) -> str:
 async def _print_runs(store: Store, console: Console) -> None:
     """One line per run phase change: the newcomer's view of jobs firing."""
     last: dict[str, Phase] = {}
+    warned: dict[str, int] = {}
     revision = await store.current_revision()
     async for event in store.watch(kinds=("Job", "SubJob"), from_revision=revision):
         obj = event.object
@@ -164,6 +172,9 @@ async def _print_runs(store: Store, console: Console) -> None:
             continue
         job = typed(obj, Job)
         phase = job.status.phase
+        for warning in job.status.warnings[warned.get(obj.name, 0) :]:
+            console.print(f"    [yellow]warning: {escape(warning)}[/yellow]")
+        warned[obj.name] = len(job.status.warnings)
         if last.get(obj.name) == phase:
             continue
         last[obj.name] = phase
@@ -213,7 +224,10 @@ async def serve(
     metrics = PrometheusMetricsProvider(registry=registry)
     store = await open_store(state / "cronloop.db")
     runtimes: dict[str, Runtime] = {"inline": InlineRuntime(), "process": ProcessRuntime()}
-    manager = Manager(store, runtimes, log_dir=log_dir, metrics=metrics)
+    admission = None
+    if options.limits is not None and options.limits != AdmissionLimits():
+        admission = AdmissionController(options.limits, registry=registry)
+    manager = Manager(store, runtimes, log_dir=log_dir, metrics=metrics, admission=admission)
     seen: dict[Path, str] = {}
     applied = await apply_spec_dir(store, options.spec_dirs, console, seen)
     app = create_app(

@@ -31,6 +31,7 @@ from cronloop.api import (
     CronJob,
     Guarantee,
     Job,
+    JobSpec,
     JobStatus,
     ObjectMeta,
     ObjectRef,
@@ -73,6 +74,15 @@ _WAIT_RECHECK_SECONDS = 5.0
 
 _CAS_TRIES = 20
 _FAILED_PHASES = frozenset({Phase.FAILED, Phase.TIMED_OUT, Phase.LOST, Phase.CANCELLED})
+
+
+def _template(cronjob: CronJob) -> JobSpec:
+    """The CronJob's job template, with the CronJob's expected duration if it has none."""
+    template = cronjob.spec.job_template
+    expected = cronjob.spec.expected_duration_seconds
+    if expected is not None and template.expected_duration_seconds is None:
+        return template.model_copy(update={"expected_duration_seconds": expected})
+    return template
 
 
 def job_phase(obj: StoredObject) -> Phase:
@@ -157,11 +167,12 @@ class CronJobController:
         )
         outcome.missed += unlisted_missed
         outcome.skipped += unlisted - unlisted_missed
-        await self._create_runs(fresh)
+        created = await self._create_runs(fresh)
         for run in outcome.cancels:
             await self._request_cancel(run, "ReplacedByNewRun")
-        await self._write_status(obj, cronjob, outcome)
-        await self._prune(cronjob, obj.uid)
+        runs = [*runs, *created]
+        await self._write_status(obj, cronjob, outcome, runs)
+        await self._prune(cronjob, runs)
         return Result(requeue_after=self._next_delay(plan.next_wake, now, outcome.waiting_for))
 
     # ---- deciding ---------------------------------------------------------------------------
@@ -230,7 +241,7 @@ class CronJobController:
                 labels={CRONJOB_LABEL: name},
                 annotations={GUARANTEE_ANNOTATION: cronjob.spec.guarantee.value},
             ),
-            spec=cronjob.spec.job_template,
+            spec=_template(cronjob),
             status=JobStatus(scheduled_time=scheduled, cron_job=ObjectRef(name=name, uid=obj.uid)),
         )
         return to_stored(job, owner_uid=obj.uid, unique_key=run_unique_key(obj.uid, scheduled))
@@ -258,19 +269,21 @@ class CronJobController:
 
     # ---- writing ----------------------------------------------------------------------------
 
-    async def _create_runs(self, creates: list[StoredObject]) -> None:
+    async def _create_runs(self, creates: list[StoredObject]) -> list[StoredObject]:
         if not creates:
-            return
+            return []
         try:
-            await self._store.create_many(creates)
+            return await self._store.create_many(creates)
         except AlreadyExists:
             # Another writer created some of them between our read and this write: create the
             # rest one by one; a clash now means that run exists, which is what we want.
+            created = []
             for run in creates:
                 try:
-                    await self._store.create(run)
+                    created.append(await self._store.create(run))
                 except AlreadyExists:
                     logger.info("run %s already exists; not creating it again", run.name)
+            return created
 
     async def _request_cancel(self, run: StoredObject, reason: str) -> None:
         """Ask the Job controller to cancel ``run`` (an annotation; compare-and-set, retried)."""
@@ -293,8 +306,9 @@ class CronJobController:
                 continue  # the Job controller wrote its status meanwhile: read again
         raise RuntimeError(f"could not request the cancellation of {run.ref}")
 
-    async def _write_status(self, obj: StoredObject, cronjob: CronJob, outcome: _Outcome) -> None:
-        runs = (await self._store.list("Job", owner_uid=obj.uid)).items
+    async def _write_status(
+        self, obj: StoredObject, cronjob: CronJob, outcome: _Outcome, runs: list[StoredObject]
+    ) -> None:
         active = tuple(ObjectRef(name=r.name, uid=r.uid) for r in runs if not job_phase(r).terminal)
         succeeded = [
             typed(r, Job).status.scheduled_time for r in runs if job_phase(r) is Phase.SUCCEEDED
@@ -318,8 +332,7 @@ class CronJobController:
             updated = cronjob.model_copy(update={"status": new})
             await self._store.update_status(replacing(obj, updated))
 
-    async def _prune(self, cronjob: CronJob, uid: str) -> None:
-        runs = (await self._store.list("Job", owner_uid=uid)).items
+    async def _prune(self, cronjob: CronJob, runs: list[StoredObject]) -> None:
         spec = cronjob.spec
         groups: dict[str, list[StoredObject]] = {"ok": [], "failed": [], "skipped": []}
         for run in runs:

@@ -50,7 +50,8 @@ from cronloop.api import (
 )
 from cronloop.controllers.clock import Clock
 from cronloop.controllers.cronjob import CANCEL_ANNOTATION, GUARANTEE_ANNOTATION
-from cronloop.controllers.objects import JOB_LABEL, replacing, to_stored, typed
+from cronloop.controllers.longrunning import LongRunningDetector
+from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL, replacing, to_stored, typed
 from cronloop.runtimes import (
     AttemptReport,
     AttemptSpec,
@@ -130,6 +131,7 @@ class JobController:
         log_dir: Path,
         reports: KeyedLooper[str],
         kill_grace: float = 10.0,
+        longrunning: LongRunningDetector | None = None,
     ) -> None:
         self._store = store
         self._runtimes = runtimes
@@ -137,6 +139,10 @@ class JobController:
         self._log_dir = log_dir
         self._reports = reports
         self._kill_grace = kill_grace
+        self._longrunning = longrunning or LongRunningDetector()
+        self._histories_loaded: set[str] = set()
+        self._warnings: dict[str, list[str]] = {}
+        self.long_running_warnings = 0
         self.enqueue: Callable[[str], None] = lambda name: None
 
     # ---- reconcile --------------------------------------------------------------------------
@@ -195,7 +201,10 @@ class JobController:
         if phase.terminal:
             live = [s for s in subjobs if not s.status.phase.terminal]
             await self._stop_all(live, Phase.CANCELLED, "RunFinished", now)
-        await self._write_job_status(obj, job, phase, phases, start_time, now)
+        warnings, deadline_at = await self._watch_duration(job, phase, start_time, now)
+        if deadline_at is not None:
+            wake.append(max(0.0, deadline_at - now.timestamp()))
+        await self._write_job_status(obj, job, phase, phases, start_time, now, warnings)
         return Result(requeue_after=max(0.0, min(wake))) if wake and not phase.terminal else None
 
     async def _fan_out(self, obj: StoredObject, job: Job) -> list[SubJob]:
@@ -482,11 +491,13 @@ class JobController:
         phases: list[Phase],
         start_time: datetime,
         now: datetime,
+        warnings: tuple[str, ...] = (),
     ) -> None:
         update: dict[str, object] = {
             "phase": phase,
             "counts": PhaseCounts.of(phases),
             "start_time": start_time,
+            "warnings": job.status.warnings + warnings,
         }
         if phase.terminal and job.status.completion_time is None:
             update["completion_time"] = now
@@ -504,6 +515,54 @@ class JobController:
             to_stored(sub.model_copy(update={"status": status}))
         )
         return typed(stored, SubJob)
+
+    # ---- long-running runs -----------------------------------------------------------------
+
+    async def _watch_duration(
+        self, job: Job, phase: Phase, start_time: datetime, now: datetime
+    ) -> tuple[tuple[str, ...], float | None]:
+        """Warn once when a run goes on longer than expected; returns new warnings and when
+        to look again."""
+        name = job.metadata.name
+        detector = self._longrunning
+        if phase.terminal:
+            duration = (now - start_time).total_seconds()
+            detector.finished(name, duration, success=phase is Phase.SUCCEEDED)
+            return tuple(self._warnings.pop(name, ())), None
+        if phase.rank < Phase.PREPARING.rank:
+            return (), None
+        series = job.status.cron_job.name if job.status.cron_job else name
+        await self._load_history(series)
+        detector.started(
+            name,
+            cronjob=series,
+            started_at=start_time.timestamp(),
+            expected=job.spec.expected_duration_seconds,
+            warned=bool(job.status.warnings),
+        )
+        for warning in detector.check(now.timestamp()):
+            logger.warning("%s", warning.message)
+            self.long_running_warnings += 1
+            self._warnings.setdefault(warning.run_id, []).append(warning.message)
+            if warning.run_id != name:
+                self.enqueue(warning.run_id)
+        return tuple(self._warnings.pop(name, ())), detector.next_deadline()
+
+    async def _load_history(self, cronjob: str) -> None:
+        """Seed a CronJob's duration history from its stored successful runs, once."""
+        if cronjob in self._histories_loaded:
+            return
+        self._histories_loaded.add(cronjob)
+        runs = (await self._store.list("Job", labels={CRONJOB_LABEL: cronjob})).items
+        history = self._longrunning.history(cronjob)
+        done = [typed(r, Job).status for r in runs]
+        finished = sorted(
+            (s.completion_time, (s.completion_time - s.start_time).total_seconds())
+            for s in done
+            if s.phase is Phase.SUCCEEDED and s.start_time and s.completion_time
+        )
+        for _, duration in finished[-history.size :]:
+            history.record(duration)
 
     # ---- crash recovery ---------------------------------------------------------------------
 

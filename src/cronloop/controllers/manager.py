@@ -23,8 +23,13 @@ from cronloop.controllers.cronjob import CronJobController, job_phase
 from cronloop.controllers.job import JobController
 from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL
 from cronloop.runtimes import Runtime
-from cronloop.store import Expired, Store, StoredObject
-from cronloop.sync import Controller, KeyedLooper, MetricsProvider
+from cronloop.store import EventType, Expired, Store, WatchEvent
+from cronloop.sync import (
+    Controller,
+    ItemExponentialFailureRateLimiter,
+    KeyedLooper,
+    MetricsProvider,
+)
 
 __all__ = ["FEED_BACKOFF_MAX", "FEED_BACKOFF_MIN", "Manager", "ManagerStatistics"]
 
@@ -43,6 +48,10 @@ class ManagerStatistics:
     feed_errors: int
     recovered_attempts: int
     last_revision: int
+    long_running_warnings: int
+    cronjob_reconciles: int
+    job_reconciles: int
+    reconcile_errors: int
 
 
 class Manager:
@@ -75,11 +84,21 @@ class Manager:
         self.jobs = JobController(
             store, runtimes, clock=self._clock, log_dir=log_dir, reports=self._reports
         )
+        # A failing reconcile (the store is down, a conflict) is retried per object from
+        # 100 ms doubling to 5 s, like the kubelet's sync loop backs off from its runtime.
         self._cronjob_loop: Controller[str] = Controller(
-            self.cronjobs, name="cronjob", workers=cronjob_workers, metrics=metrics
+            self.cronjobs,
+            name="cronjob",
+            workers=cronjob_workers,
+            metrics=metrics,
+            rate_limiter=ItemExponentialFailureRateLimiter(FEED_BACKOFF_MIN, FEED_BACKOFF_MAX),
         )
         self._job_loop: Controller[str] = Controller(
-            self.jobs, name="job", workers=job_workers, metrics=metrics
+            self.jobs,
+            name="job",
+            workers=job_workers,
+            metrics=metrics,
+            rate_limiter=ItemExponentialFailureRateLimiter(FEED_BACKOFF_MIN, FEED_BACKOFF_MAX),
         )
         self.jobs.enqueue = self._job_loop.enqueue
         self._events = 0
@@ -87,16 +106,23 @@ class Manager:
         self._feed_errors = 0
         self._recovered = 0
         self._revision = 0
+        self._job_generations: dict[str, int] = {}
         self._ready = asyncio.Event()
         self._stopping = asyncio.Event()
 
     def statistics(self) -> ManagerStatistics:
+        cj = self._cronjob_loop.statistics()
+        jb = self._job_loop.statistics()
         return ManagerStatistics(
             events=self._events,
             resyncs=self._resyncs,
             feed_errors=self._feed_errors,
             recovered_attempts=self._recovered,
             last_revision=self._revision,
+            long_running_warnings=self.jobs.long_running_warnings,
+            cronjob_reconciles=cj.succeeded + cj.requeued_after + cj.errors,
+            job_reconciles=jb.succeeded + jb.requeued_after + jb.errors,
+            reconcile_errors=cj.errors + jb.errors,
         )
 
     async def wait_ready(self) -> None:
@@ -155,7 +181,7 @@ class Manager:
                 async for event in self._store.watch(
                     kinds=("CronJob", "Job", "SubJob"), from_revision=revision
                 ):
-                    self._route(event.object)
+                    self._route(event)
                     self._events += 1
                     self._revision = event.revision
                     backoff = FEED_BACKOFF_MIN
@@ -167,13 +193,25 @@ class Manager:
                 await asyncio.sleep(backoff)
                 backoff = min(FEED_BACKOFF_MAX, backoff * 2)
 
-    def _route(self, obj: StoredObject) -> None:
+    def _route(self, event: WatchEvent) -> None:
+        """Enqueue the objects a change concerns, and only those (every reconcile costs reads)."""
+        obj = event.object
         if obj.kind == "CronJob":
             self._cronjob_loop.enqueue(obj.name)
         elif obj.kind == "Job":
-            self._job_loop.enqueue(obj.name)
+            terminal = job_phase(obj).terminal
+            # The Job controller writes a Job's status itself; what it must see is a new Job,
+            # a spec or annotation change (a cancel request: generation moves), a deletion.
+            seen = self._job_generations.get(obj.name)
+            if event.type is not EventType.MODIFIED or seen != obj.generation:
+                self._job_loop.enqueue(obj.name)
+            if event.type is EventType.DELETED or terminal:
+                self._job_generations.pop(obj.name, None)
+            else:
+                self._job_generations[obj.name] = obj.generation
+            # A CronJob cares when its set of active runs changes: created, finished, deleted.
             owner = obj.labels.get(CRONJOB_LABEL)
-            if owner is not None:
+            if owner is not None and (event.type is not EventType.MODIFIED or terminal):
                 self._cronjob_loop.enqueue(owner)
         elif obj.kind == "SubJob":
             job = obj.labels.get(JOB_LABEL)

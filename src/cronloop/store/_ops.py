@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import BindParameter, and_, bindparam, delete, exists, literal, select, update
+from sqlalchemy import BindParameter, and_, bindparam, delete, literal, select, update
 from sqlalchemy.engine import Connection
 
 from cronloop.store._codec import Row
@@ -438,17 +438,27 @@ def list_rows(
     after: str | None,
 ) -> list[Row]:
     """Objects of ``kind`` matching the filters, ordered by name."""
-    query = select(objects).where(objects.c.kind == kind)
+    if owner_uid is not None or labels:
+        # Without statistics SQLite picks the (kind, name) index and scans every object of
+        # the kind: O(objects) per list. ``kind || ''`` cannot use an index, which leaves the
+        # owner index or the label-selector index to drive the lookup.
+        query = select(objects).where(objects.c.kind.concat("") == kind)
+    else:
+        query = select(objects).where(objects.c.kind == kind)
     if owner_uid is not None:
         query = query.where(objects.c.owner_uid == owner_uid)
     for key, value in labels.items():
+        # An uncorrelated IN drives the lookup from the selector index (kind, key, value) and
+        # then fetches the matching objects by uid. The correlated EXISTS it replaces made
+        # SQLite scan every object of the kind and probe its labels: O(objects) per list.
         query = query.where(
-            exists().where(
-                and_(
-                    object_labels.c.uid == objects.c.uid,
-                    object_labels.c.kind == kind,
-                    object_labels.c.key == key,
-                    object_labels.c.value == value,
+            objects.c.uid.in_(
+                select(object_labels.c.uid).where(
+                    and_(
+                        object_labels.c.kind == kind,
+                        object_labels.c.key == key,
+                        object_labels.c.value == value,
+                    )
                 )
             )
         )

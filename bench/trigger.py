@@ -1,0 +1,135 @@
+"""Trigger punctuality and throughput: cronloop against ``loop.call_at`` and APScheduler 3.11.
+
+``python -m bench trigger``. Method, baselines and the caveats are in docs/bench-trigger.md;
+this module adds the cronloop subject: one CronJob per run, whose six-field schedule names the
+run's instant to the second, all in one SQLite store opened with ``synchronous=FULL`` (the same
+durability as the APScheduler row), driven by the real Manager with the inline runtime. A run
+counts as started when its job's first statement runs; by then its Job record (unique on
+(CronJob uid, scheduled time)) and its SubJob with the dispatched attempt are committed.
+
+cronloop schedules at one-second resolution (cron has no finer unit), so its loads are the
+issue's loads at whole seconds: the burst is 10,000 runs due in one second, and the spread is
+2,000 runs due in each of 5 consecutive seconds (``Scenario.per_second``). Every subject is
+measured on exactly those instants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.harness import Comparison
+from bench.lateness import LatencyStats, Scenario, StartLog, comparisons
+from bench.trigger_baselines import BASELINES, measure_subjects
+from cronloop.api import CronJob, CronJobSpec, InlineStep, JobSpec, ObjectMeta
+from cronloop.controllers import Manager, to_stored
+from cronloop.runtimes import InlineRuntime
+from cronloop.store import Store, open_store
+
+__all__ = ["cronloop_job", "measure_cronloop", "run", "scenarios"]
+
+_LOG: StartLog | None = None
+
+
+async def cronloop_job(index: int) -> None:
+    """The no-op inline job: its first statement records the start."""
+    assert _LOG is not None
+    _LOG.record(index)
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    """The issue's loads at cron resolution (see the module docstring)."""
+    if quick:
+        return [Scenario.burst(1_000), Scenario.per_second(1_000, 2)]
+    return [Scenario.burst(10_000), Scenario.per_second(10_000, 5)]
+
+
+def _cron_at(instant: float) -> str:
+    moment = datetime.fromtimestamp(instant, UTC)
+    return f"{moment.second} {moment.minute} {moment.hour} {moment.day} {moment.month} *"
+
+
+async def _populate(store: Store, instants: list[float]) -> None:
+    batch = []
+    for index, instant in enumerate(instants):
+        cronjob = CronJob(
+            metadata=ObjectMeta(name=f"run-{index}"),
+            spec=CronJobSpec(
+                schedule=_cron_at(instant),
+                job_template=JobSpec(
+                    main=InlineStep(
+                        runtime="inline",
+                        callable="bench.trigger:cronloop_job",
+                        kwargs={"index": index},
+                    )
+                ),
+            ),
+        )
+        batch.append(to_stored(cronjob))
+        if len(batch) == 1_000:
+            await store.create_many(batch)
+            batch = []
+    if batch:
+        await store.create_many(batch)
+
+
+async def _attempt(
+    scenario: Scenario, directory: Path, budget: float
+) -> tuple[LatencyStats | None, float]:
+    """One try: returns (stats, setup seconds), or (None, setup) if setup overran ``t0``."""
+    global _LOG
+    log = StartLog(scenario.n)
+    _LOG = log
+    t0 = math.ceil(time.time() + budget + scenario.lead_s)
+    instants = scenario.instants(t0)
+    if any(i != int(i) for i in instants):
+        raise ValueError("scenario: cronloop schedules at whole seconds; use a per-second load")
+    began = time.time()
+    directory.mkdir(parents=True, exist_ok=True)
+    store = await open_store(directory / "cronloop.db", synchronous="FULL")
+    manager = Manager(store, {"inline": InlineRuntime()}, log_dir=directory / "logs")
+    task: asyncio.Task[None] | None = None
+    try:
+        await _populate(store, instants)
+        task = asyncio.create_task(manager.run())
+        await manager.wait_ready()
+        # Set-up ends when every CronJob was reconciled once and waits for its time.
+        while manager.statistics().cronjob_reconciles < scenario.n:
+            await asyncio.sleep(0.05)
+        setup_s = time.time() - began
+        if time.time() > t0 - scenario.lead_s / 2:
+            return None, setup_s
+        async with asyncio.timeout(instants[-1] - time.time() + 120):
+            await log.wait_all_async()
+        pairs = log.pairs(instants)
+        return LatencyStats.from_pairs(pairs, missed=scenario.n - len(pairs), setup_s=setup_s), \
+            setup_s
+    finally:
+        manager.stop()
+        if task is not None:
+            await task
+        await store.close()
+
+
+def measure_cronloop(scenario: Scenario, /, *, tmp_dir: Path) -> LatencyStats:
+    """One measurement of cronloop on ``scenario`` (see the module docstring)."""
+    budget = max(2.0, scenario.n / 2_000)
+    for attempt in range(4):
+        stats, setup_s = asyncio.run(_attempt(scenario, tmp_dir / f"try-{attempt}", budget))
+        if stats is not None:
+            return stats
+        budget = setup_s * 1.5
+    raise RuntimeError(f"cronloop: set-up never finished before t0 (last {setup_s:.1f}s)")
+
+
+def run(quick: bool) -> list[Comparison]:
+    rows: list[Comparison] = []
+    for scenario in scenarios(quick):
+        results = measure_subjects(
+            scenario, {**BASELINES, "cronloop": measure_cronloop}, repeats=2 if quick else 5
+        )
+        rows += comparisons(scenario, results)
+    return rows
