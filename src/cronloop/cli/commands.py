@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -79,6 +79,10 @@ StateDirOption = Annotated[
     Path,
     typer.Option("--state-dir", help="Where `cronloop up` keeps its state and credentials."),
 ]
+CronJobArgument = Annotated[str, typer.Argument(help="The CronJob.")]
+JobArgument = Annotated[str, typer.Argument(help="The Job.")]
+KindArgument = Annotated[str, typer.Argument(help="cronjob or job.")]
+NameArgument = Annotated[str, typer.Argument(help="Its name.")]
 _DEFAULT_STATE_DIR = Path(".cronloop")
 _RENDER_WIDTH = 4096
 
@@ -121,6 +125,19 @@ def _client(server: str | None, token: str | None, state_dir: Path) -> Iterator[
             yield client
     except ClientError as exc:
         raise _fail(exc.message) from None
+
+
+def _call(
+    server: str | None,
+    token: str | None,
+    state_dir: Path,
+    request: Callable[[CronloopClient], object],
+    done: str,
+) -> None:
+    """The body of a one-request command: send ``request``, then print ``done``."""
+    with _client(server, token, state_dir) as client:
+        request(client)
+        _out().print(done, markup=False)
 
 
 def _plural(resource: str, allowed: tuple[str, ...] = ("cronjobs", "jobs", "subjobs")) -> str:
@@ -432,8 +449,8 @@ def _follow(
 
 
 def describe(
-    resource: Annotated[str, typer.Argument(help="cronjob or job.")],
-    name: Annotated[str, typer.Argument(help="Its name.")],
+    resource: KindArgument,
+    name: NameArgument,
     server: ServerOption = None,
     token: TokenOption = None,
     state_dir: StateDirOption = _DEFAULT_STATE_DIR,
@@ -459,7 +476,7 @@ def describe(
 
 
 def logs(
-    job: Annotated[str, typer.Argument(help="The Job.")],
+    job: JobArgument,
     target: Annotated[
         str | None, typer.Option("--target", help="Only this target (default: all, prefixed).")
     ] = None,
@@ -483,7 +500,7 @@ def logs(
 
 
 def trigger(
-    cronjob: Annotated[str, typer.Argument(help="The CronJob.")],
+    cronjob: CronJobArgument,
     wait: Annotated[
         bool, typer.Option("--wait", help="Follow the run; exit 0 only if it succeeds.")
     ] = False,
@@ -501,53 +518,46 @@ def trigger(
 
 
 def suspend(
-    cronjob: Annotated[str, typer.Argument(help="The CronJob.")],
+    cronjob: CronJobArgument,
     server: ServerOption = None,
     token: TokenOption = None,
     state_dir: StateDirOption = _DEFAULT_STATE_DIR,
 ) -> None:
     """Stop scheduling CRONJOB (running runs go on)."""
-    with _client(server, token, state_dir) as client:
-        client.suspend(cronjob)
-        _out().print(f"cronjob/{cronjob} suspended", markup=False)
+    _call(server, token, state_dir, lambda c: c.suspend(cronjob), f"cronjob/{cronjob} suspended")
 
 
 def resume(
-    cronjob: Annotated[str, typer.Argument(help="The CronJob.")],
+    cronjob: CronJobArgument,
     server: ServerOption = None,
     token: TokenOption = None,
     state_dir: StateDirOption = _DEFAULT_STATE_DIR,
 ) -> None:
     """Schedule CRONJOB again (missed times follow its catchUp policy)."""
-    with _client(server, token, state_dir) as client:
-        client.resume(cronjob)
-        _out().print(f"cronjob/{cronjob} resumed", markup=False)
+    _call(server, token, state_dir, lambda c: c.resume(cronjob), f"cronjob/{cronjob} resumed")
 
 
 def cancel(
-    job: Annotated[str, typer.Argument(help="The Job.")],
+    job: JobArgument,
     server: ServerOption = None,
     token: TokenOption = None,
     state_dir: StateDirOption = _DEFAULT_STATE_DIR,
 ) -> None:
     """Ask for JOB to be cancelled (its running attempts are stopped)."""
-    with _client(server, token, state_dir) as client:
-        client.cancel(job)
-        _out().print(f"job/{job} cancel requested", markup=False)
+    _call(server, token, state_dir, lambda c: c.cancel(job), f"job/{job} cancel requested")
 
 
 def delete(
-    resource: Annotated[str, typer.Argument(help="cronjob or job.")],
-    name: Annotated[str, typer.Argument(help="Its name.")],
+    resource: KindArgument,
+    name: NameArgument,
     server: ServerOption = None,
     token: TokenOption = None,
     state_dir: StateDirOption = _DEFAULT_STATE_DIR,
 ) -> None:
     """Delete a CronJob (with its runs) or a Job (with its sub-jobs)."""
     plural = _plural(resource, ("cronjobs", "jobs"))
-    with _client(server, token, state_dir) as client:
-        client.delete(plural, name)
-        _out().print(f"{_KIND[plural].lower()}/{name} deleted", markup=False)
+    done = f"{_KIND[plural].lower()}/{name} deleted"
+    _call(server, token, state_dir, lambda c: c.delete(plural, name), done)
 
 
 def register(app: typer.Typer) -> None:

@@ -234,20 +234,19 @@ class CronJobController:
     def _run(
         self, obj: StoredObject, cronjob: CronJob, scheduled: datetime, now: datetime
     ) -> StoredObject:
-        name = cronjob.metadata.name
-        job = Job(
-            metadata=ObjectMeta(
-                name=run_name(name, scheduled),
-                labels={CRONJOB_LABEL: name},
-                annotations={GUARANTEE_ANNOTATION: cronjob.spec.guarantee.value},
-            ),
-            spec=_template(cronjob),
-            status=JobStatus(scheduled_time=scheduled, cron_job=ObjectRef(name=name, uid=obj.uid)),
-        )
-        return to_stored(job, owner_uid=obj.uid, unique_key=run_unique_key(obj.uid, scheduled))
+        """The Job for ``scheduled``, ready to create."""
+        return self._record(obj, cronjob, scheduled, JobStatus())
 
     def _skip_record(
         self, obj: StoredObject, cronjob: CronJob, scheduled: datetime, reason: str, message: str
+    ) -> StoredObject:
+        """A Job in phase Skipped recording why ``scheduled`` did not run."""
+        status = JobStatus(phase=Phase.SKIPPED, reason=reason, message=message)
+        return self._record(obj, cronjob, scheduled, status)
+
+    @staticmethod
+    def _record(
+        obj: StoredObject, cronjob: CronJob, scheduled: datetime, status: JobStatus
     ) -> StoredObject:
         name = cronjob.metadata.name
         job = Job(
@@ -256,13 +255,12 @@ class CronJobController:
                 labels={CRONJOB_LABEL: name},
                 annotations={GUARANTEE_ANNOTATION: cronjob.spec.guarantee.value},
             ),
-            spec=cronjob.spec.job_template,
-            status=JobStatus(
-                phase=Phase.SKIPPED,
-                reason=reason,
-                message=message,
-                scheduled_time=scheduled,
-                cron_job=ObjectRef(name=name, uid=obj.uid),
+            spec=_template(cronjob),
+            status=status.model_copy(
+                update={
+                    "scheduled_time": scheduled,
+                    "cron_job": ObjectRef(name=name, uid=obj.uid),
+                }
             ),
         )
         return to_stored(job, owner_uid=obj.uid, unique_key=run_unique_key(obj.uid, scheduled))

@@ -1,26 +1,36 @@
-"""Bookkeeping shared by the built-in runtimes: per-attempt report sequencing and the table.
+"""Bookkeeping shared by the built-in runtimes: report sequencing, the table, the contract.
 
 :class:`Attempt` numbers and delivers one attempt's reports (always from the attempt's own
 driver task, which is what makes delivery serial and ordered) and remembers the final one.
 :class:`AttemptTable` finds attempts by id, keeps a bounded number of finished ones for
 :meth:`~cronloop.runtimes.base.Runtime.wait` and ``logs``, and implements those two methods.
+:class:`TrackedRuntime` implements the parts of the :class:`~cronloop.runtimes.base.Runtime`
+contract that do not depend on how the work runs (one driver task per attempt), so the inline
+and process runtimes keep only running, stopping and cleaning up their kind of work.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import inspect
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from cronloop.api.phase import Phase
-from cronloop.runtimes.base import AttemptExistsError, ReportCallback, UnknownAttemptError
-from cronloop.runtimes.logfile import AttemptLog
-from cronloop.runtimes.report import AttemptHandle, AttemptReport
-from cronloop.runtimes.spec import AttemptSpec
+from cronloop.runtimes.base import (
+    AttemptExistsError,
+    ReportCallback,
+    Runtime,
+    RuntimeClosedError,
+    UnknownAttemptError,
+)
+from cronloop.runtimes.logfile import AttemptLog, append_note
+from cronloop.runtimes.report import AttemptHandle, AttemptReport, Reason
+from cronloop.runtimes.spec import AttemptSpec, RecoveryRecord
 
 logger = logging.getLogger("cronloop.runtimes")
 
@@ -114,6 +124,40 @@ class Attempt:
                 self.done.set_result(report)
 
 
+def note_recovery(record: RecoveryRecord, note: str) -> None:
+    """Append ``note`` to the record's log, if it has one; a failure is only logged. Blocks."""
+    if record.log_path is None:
+        return
+    try:
+        append_note(record.log_path, note)
+    except OSError as exc:
+        logger.warning("cannot append to log %s: %s", record.log_path, exc.strerror)
+
+
+def lost_report(
+    record: RecoveryRecord,
+    reason: str,
+    message: str,
+    *,
+    pid: int | None = None,
+    process_start_time: float | None = None,
+) -> AttemptReport:
+    """The terminal ``Lost`` report that settles ``record`` (its ``seq`` follows the last one)."""
+    now = utcnow()
+    return AttemptReport(
+        attempt_id=record.attempt_id,
+        session=record.session,
+        seq=record.last_seq + 1,
+        phase=Phase.LOST,
+        reason=reason,
+        message=message,
+        pid=pid,
+        process_start_time=process_start_time,
+        finished_at=now,
+        reported_at=now,
+    )
+
+
 _A = TypeVar("_A", bound=Attempt)
 
 
@@ -170,3 +214,127 @@ async def _read_log(attempt: Attempt, *, follow: bool) -> AsyncIterator[bytes]:
         return
     async for chunk in log.read(follow=follow):
         yield chunk
+
+
+class TrackedRuntime(Runtime, Generic[_A]):
+    """A runtime that drives each attempt with one task of its own in this process.
+
+    Subclasses name themselves (:attr:`_kind`, :attr:`_label`) and the settings they run, make
+    their attempt objects and implement :meth:`_run`, :meth:`_begin_stop` and :meth:`_cleanup`;
+    they still implement :meth:`recover` and :meth:`aclose` (with :meth:`_stop_running`).
+    """
+
+    #: The class name used in errors ("InlineRuntime").
+    _kind: ClassVar[str]
+    #: The short name used in task names and logs ("inline").
+    _label: ClassVar[str]
+    #: The ``AttemptSpec.settings`` type this runtime runs.
+    _settings_type: ClassVar[type]
+
+    def __init__(self, *, shutdown_grace: float, retain_finished: int) -> None:
+        self._shutdown_grace = shutdown_grace
+        self._table: AttemptTable[_A] = AttemptTable(retain_finished)
+        self._closed = False
+
+    # -- the contract --------------------------------------------------------------------
+
+    async def start(self, spec: AttemptSpec, report: ReportCallback) -> AttemptHandle:
+        if self._closed:
+            raise RuntimeClosedError(self._kind)
+        if not isinstance(spec.settings, self._settings_type):
+            raise ValueError(
+                f"{self._kind} cannot run AttemptSpec.settings of type "
+                f"{type(spec.settings).__name__} (attempt {spec.attempt_id!r})"
+            )
+        attempt = self._new_attempt(spec, report)
+        self._table.add(attempt)
+        attempt.task = asyncio.get_running_loop().create_task(
+            self._drive(attempt), name=f"cronloop-{self._label}-{spec.attempt_id}"
+        )
+        await asyncio.shield(attempt.first_delivered)
+        return attempt.handle()
+
+    async def cancel(
+        self, attempt_id: str, *, grace: float, reason: str = Reason.CANCELLED_BY_USER
+    ) -> None:
+        if not grace >= 0:
+            raise ValueError(f"cancel grace must be >= 0 seconds, got {grace!r}")
+        attempt = self._table.get(attempt_id)
+        if self._starting(attempt):
+            await asyncio.shield(attempt.first_delivered)
+        self._begin_stop(attempt, Phase.CANCELLED, reason, grace)
+
+    async def wait(self, attempt_id: str) -> AttemptReport:
+        return await self._table.wait(attempt_id)
+
+    def logs(self, attempt_id: str, *, follow: bool = False) -> AsyncIterator[bytes]:
+        return self._table.logs(attempt_id, follow=follow)
+
+    # -- helpers for recover() and aclose() ------------------------------------------------
+
+    def _check_recoverable(self, record: RecoveryRecord) -> None:
+        """Refuse a record of an attempt this runtime is running (it is not a lost one)."""
+        if record.attempt_id in self._table:
+            raise ValueError(
+                f"RecoveryRecord {record.attempt_id!r} names an attempt this runtime is "
+                f"running; only a previous process's attempts can be recovered"
+            )
+
+    async def _stop_running(self, bound: float) -> None:
+        """Refuse new starts, cancel every running attempt and wait ``bound`` s for the ends."""
+        self._closed = True
+        running = self._table.running()
+        for attempt in running:
+            if self._starting(attempt):
+                await asyncio.shield(attempt.first_delivered)
+            self._begin_stop(
+                attempt, Phase.CANCELLED, Reason.RUNTIME_SHUTDOWN, self._shutdown_grace
+            )
+        tasks = [a.task for a in running if a.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=bound)
+            for task in pending:
+                logger.error("attempt task %s did not end within %.1f s of aclose()", task, bound)
+                task.cancel()
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    async def _drive(self, attempt: _A) -> None:
+        try:
+            await self._run(attempt)
+        except Exception as exc:
+            # A bug here must not leave the attempt without its terminal report.
+            logger.exception(
+                "%s runtime failed while running attempt %s", self._label, attempt.attempt_id
+            )
+            self._on_internal_error(attempt)
+            if not attempt.ended:
+                await attempt.report(Phase.FAILED, "InternalError", f"{type(exc).__name__}: {exc}")
+        finally:
+            self._cleanup(attempt)
+            self._table.retire(attempt)
+
+    @abc.abstractmethod
+    def _new_attempt(self, spec: AttemptSpec, callback: ReportCallback) -> _A:
+        """A new attempt object for ``spec`` (on the event loop)."""
+
+    @abc.abstractmethod
+    async def _run(self, attempt: _A) -> None:
+        """Run the attempt to its terminal report (its driver task's body)."""
+
+    def _starting(self, attempt: _A) -> bool:
+        """True while start() is still getting the work going: a stop must wait for it."""
+        return not attempt.first_delivered.done()
+
+    @abc.abstractmethod
+    def _begin_stop(
+        self, attempt: _A, phase: Phase, reason: str, grace: float, *, message: str = ""
+    ) -> None:
+        """Begin stopping the attempt's work (forced after ``grace`` s); idempotent."""
+
+    def _on_internal_error(self, attempt: _A) -> None:
+        """Called after :meth:`_run` raised, before the ``InternalError`` report."""
+
+    @abc.abstractmethod
+    def _cleanup(self, attempt: _A) -> None:
+        """Release what the attempt holds once it ended (timers, descriptors, its log)."""

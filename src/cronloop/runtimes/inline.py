@@ -23,15 +23,21 @@ import inspect
 import sys
 import threading
 import traceback
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cronloop.api.phase import Phase
-from cronloop.runtimes._tracking import Attempt, AttemptTable, logger, utcnow
-from cronloop.runtimes.base import ReportCallback, Runtime, RuntimeClosedError
-from cronloop.runtimes.logfile import AttemptLog, append_note
-from cronloop.runtimes.report import AttemptHandle, AttemptReport, Reason
+from cronloop.runtimes._tracking import (
+    Attempt,
+    TrackedRuntime,
+    lost_report,
+    note_recovery,
+    utcnow,
+)
+from cronloop.runtimes.base import ReportCallback
+from cronloop.runtimes.logfile import AttemptLog
+from cronloop.runtimes.report import AttemptReport, Reason
 from cronloop.runtimes.spec import AttemptSpec, InlineSettings, RecoveryRecord
 
 __all__ = ["AttemptCancelledError", "AttemptContext", "InlineRuntime"]
@@ -129,7 +135,7 @@ class _InlineAttempt(Attempt):
         self.is_async = False
 
 
-class InlineRuntime(Runtime):
+class InlineRuntime(TrackedRuntime[_InlineAttempt]):
     """Runs :class:`~cronloop.runtimes.spec.InlineSettings` steps in this process.
 
     :param max_workers: threads for sync functions (a sync function that ignores a timeout
@@ -138,6 +144,10 @@ class InlineRuntime(Runtime):
     :param retain_finished: how many finished attempts stay available to :meth:`wait` and
         :meth:`logs`.
     """
+
+    _kind = "InlineRuntime"
+    _label = "inline"
+    _settings_type = InlineSettings
 
     def __init__(
         self, *, max_workers: int = 8, shutdown_grace: float = 5.0, retain_finished: int = 1024
@@ -151,44 +161,10 @@ class InlineRuntime(Runtime):
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="cronloop-inline"
         )
-        self._shutdown_grace = shutdown_grace
-        self._table: AttemptTable[_InlineAttempt] = AttemptTable(retain_finished)
         self._abandoned: set[asyncio.Future[Any]] = set()
-        self._closed = False
+        super().__init__(shutdown_grace=shutdown_grace, retain_finished=retain_finished)
 
     # -- the contract --------------------------------------------------------------------
-
-    async def start(self, spec: AttemptSpec, report: ReportCallback) -> AttemptHandle:
-        if self._closed:
-            raise RuntimeClosedError("InlineRuntime")
-        if not isinstance(spec.settings, InlineSettings):
-            raise ValueError(
-                f"InlineRuntime cannot run AttemptSpec.settings of type "
-                f"{type(spec.settings).__name__} (attempt {spec.attempt_id!r})"
-            )
-        attempt = _InlineAttempt(spec, report)
-        self._table.add(attempt)
-        attempt.task = asyncio.get_running_loop().create_task(
-            self._drive(attempt), name=f"cronloop-inline-{spec.attempt_id}"
-        )
-        await asyncio.shield(attempt.first_delivered)
-        return attempt.handle()
-
-    async def cancel(
-        self, attempt_id: str, *, grace: float, reason: str = Reason.CANCELLED_BY_USER
-    ) -> None:
-        if not grace >= 0:
-            raise ValueError(f"cancel grace must be >= 0 seconds, got {grace!r}")
-        attempt = self._table.get(attempt_id)
-        if not attempt.first_delivered.done():
-            await asyncio.shield(attempt.first_delivered)
-        self._begin_stop(attempt, Phase.CANCELLED, reason, "", grace)
-
-    async def wait(self, attempt_id: str) -> AttemptReport:
-        return await self._table.wait(attempt_id)
-
-    def logs(self, attempt_id: str, *, follow: bool = False) -> AsyncIterator[bytes]:
-        return self._table.logs(attempt_id, follow=follow)
 
     async def recover(
         self, records: Sequence[RecoveryRecord], *, grace: float = 5.0
@@ -197,49 +173,16 @@ class InlineRuntime(Runtime):
         message = "inline attempts run inside the controller process and ended with it"
         reports = []
         for record in records:
-            if record.attempt_id in self._table:
-                raise ValueError(
-                    f"RecoveryRecord {record.attempt_id!r} names an attempt this runtime is "
-                    f"running; only a previous process's attempts can be recovered"
-                )
-            if record.log_path is not None:
-                try:
-                    await asyncio.to_thread(
-                        append_note, record.log_path, f"recovered after a restart: {message}"
-                    )
-                except OSError as exc:
-                    logger.warning("cannot append to log %s: %s", record.log_path, exc.strerror)
-            now = utcnow()
-            reports.append(
-                AttemptReport(
-                    attempt_id=record.attempt_id,
-                    session=record.session,
-                    seq=record.last_seq + 1,
-                    phase=Phase.LOST,
-                    reason=Reason.PROCESS_GONE,
-                    message=message,
-                    finished_at=now,
-                    reported_at=now,
-                )
-            )
+            self._check_recoverable(record)
+            if record.log_path is not None:  # writing it blocks: off the event loop
+                note = f"recovered after a restart: {message}"
+                await asyncio.to_thread(note_recovery, record, note)
+            reports.append(lost_report(record, Reason.PROCESS_GONE, message))
         return reports
 
     async def aclose(self) -> None:
-        self._closed = True
-        running = self._table.running()
-        for attempt in running:
-            if not attempt.first_delivered.done():
-                await asyncio.shield(attempt.first_delivered)
-            self._begin_stop(
-                attempt, Phase.CANCELLED, Reason.RUNTIME_SHUTDOWN, "", self._shutdown_grace
-            )
-        tasks = [a.task for a in running if a.task is not None]
-        if tasks:
-            # Each driver reports by its give-up time at the latest; the margin is for delivery.
-            _, pending = await asyncio.wait(tasks, timeout=self._shutdown_grace + 5.0)
-            for task in pending:
-                logger.error("attempt task %s did not end in time for aclose()", task)
-                task.cancel()
+        # Each driver reports by its give-up time at the latest; the margin is for delivery.
+        await self._stop_running(self._shutdown_grace + 5.0)
         abandoned = list(self._abandoned)
         for work in abandoned:
             work.cancel()  # a second chance for tasks that swallowed the first cancel
@@ -250,20 +193,15 @@ class InlineRuntime(Runtime):
 
     # -- one attempt ---------------------------------------------------------------------
 
-    async def _drive(self, attempt: _InlineAttempt) -> None:
-        try:
-            await self._run(attempt)
-        except Exception as exc:
-            logger.exception("inline runtime failed while running attempt %s", attempt.attempt_id)
-            if not attempt.ended:
-                await attempt.report(Phase.FAILED, "InternalError", f"{type(exc).__name__}: {exc}")
-        finally:
-            for handle in (attempt.deadline_handle, attempt.give_up_handle):
-                if handle is not None:
-                    handle.cancel()
-            if attempt.log is not None:
-                attempt.log.close()
-            self._table.retire(attempt)
+    def _new_attempt(self, spec: AttemptSpec, callback: ReportCallback) -> _InlineAttempt:
+        return _InlineAttempt(spec, callback)
+
+    def _cleanup(self, attempt: _InlineAttempt) -> None:
+        for handle in (attempt.deadline_handle, attempt.give_up_handle):
+            if handle is not None:
+                handle.cancel()
+        if attempt.log is not None:
+            attempt.log.close()
 
     async def _run(self, attempt: _InlineAttempt) -> None:
         spec = attempt.spec
@@ -314,10 +252,16 @@ class InlineRuntime(Runtime):
         # CancelledError; a sync one cannot be stopped, so it is reported at the deadline.
         grace = attempt.spec.kill_grace if attempt.is_async else 0.0
         message = f"timeout of {attempt.spec.timeout:g} s exceeded"
-        self._begin_stop(attempt, Phase.TIMED_OUT, Reason.DEADLINE_EXCEEDED, message, grace)
+        self._begin_stop(attempt, Phase.TIMED_OUT, Reason.DEADLINE_EXCEEDED, grace, message=message)
 
     def _begin_stop(
-        self, attempt: _InlineAttempt, phase: Phase, reason: str, message: str, grace: float
+        self,
+        attempt: _InlineAttempt,
+        phase: Phase,
+        reason: str,
+        grace: float,
+        *,
+        message: str = "",
     ) -> None:
         work = attempt.work
         if work is None or work.done() or attempt.ended:

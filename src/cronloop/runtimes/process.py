@@ -30,12 +30,18 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from cronloop.api.phase import Phase
-from cronloop.runtimes._tracking import Attempt, AttemptTable, logger, utcnow
-from cronloop.runtimes.base import ReportCallback, Runtime, RuntimeClosedError
-from cronloop.runtimes.logfile import AttemptLog, append_note
+from cronloop.runtimes._tracking import (
+    Attempt,
+    TrackedRuntime,
+    lost_report,
+    note_recovery,
+    utcnow,
+)
+from cronloop.runtimes.base import ReportCallback
+from cronloop.runtimes.logfile import AttemptLog
 from cronloop.runtimes.proctree import (
     ATTEMPT_ID_ENV,
     find_attempt_processes,
@@ -44,7 +50,7 @@ from cronloop.runtimes.proctree import (
     stop_processes,
     watch_exit,
 )
-from cronloop.runtimes.report import AttemptHandle, AttemptReport, Reason, signal_name
+from cronloop.runtimes.report import AttemptReport, Reason, signal_name
 from cronloop.runtimes.spec import AttemptSpec, ProcessSettings, RecoveryRecord
 
 __all__ = ["BASE_ENV_NAMES", "ProcessRuntime", "default_base_env"]
@@ -91,7 +97,7 @@ class _ProcessAttempt(Attempt):
         self.stop_watching: Callable[[], None] = _nothing
 
 
-class ProcessRuntime(Runtime):
+class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
     """Runs :class:`~cronloop.runtimes.spec.ProcessSettings` steps as child processes.
 
     :param base_env: the environment every attempt starts from (default:
@@ -109,6 +115,10 @@ class ProcessRuntime(Runtime):
         group), but a job that opens ``/dev/tty`` can reach the controller's terminal.
     """
 
+    _kind = "ProcessRuntime"
+    _label = "process"
+    _settings_type = ProcessSettings
+
     def __init__(
         self,
         *,
@@ -125,44 +135,9 @@ class ProcessRuntime(Runtime):
         self._drain_timeout = drain_timeout
         self._new_session = new_session
         self._devnull_fd: int | None = None
-        self._shutdown_grace = shutdown_grace
-        self._table: AttemptTable[_ProcessAttempt] = AttemptTable(retain_finished)
-        self._closed = False
+        super().__init__(shutdown_grace=shutdown_grace, retain_finished=retain_finished)
 
     # -- the contract --------------------------------------------------------------------
-
-    async def start(self, spec: AttemptSpec, report: ReportCallback) -> AttemptHandle:
-        if self._closed:
-            raise RuntimeClosedError("ProcessRuntime")
-        if not isinstance(spec.settings, ProcessSettings):
-            raise ValueError(
-                f"ProcessRuntime cannot run AttemptSpec.settings of type "
-                f"{type(spec.settings).__name__} (attempt {spec.attempt_id!r})"
-            )
-        attempt = _ProcessAttempt(spec, report)
-        self._table.add(attempt)
-        attempt.task = asyncio.get_running_loop().create_task(
-            self._drive(attempt), name=f"cronloop-process-{spec.attempt_id}"
-        )
-        await asyncio.shield(attempt.first_delivered)
-        return attempt.handle()
-
-    async def cancel(
-        self, attempt_id: str, *, grace: float, reason: str = Reason.CANCELLED_BY_USER
-    ) -> None:
-        if not grace >= 0:
-            raise ValueError(f"cancel grace must be >= 0 seconds, got {grace!r}")
-        attempt = self._table.get(attempt_id)
-        if attempt.child is None and not attempt.first_delivered.done():
-            # Not spawned yet (start() is still in progress): stop it as soon as it is.
-            await asyncio.shield(attempt.first_delivered)
-        self._begin_stop(attempt, Phase.CANCELLED, reason, grace)
-
-    async def wait(self, attempt_id: str) -> AttemptReport:
-        return await self._table.wait(attempt_id)
-
-    def logs(self, attempt_id: str, *, follow: bool = False) -> AsyncIterator[bytes]:
-        return self._table.logs(attempt_id, follow=follow)
 
     async def recover(
         self, records: Sequence[RecoveryRecord], *, grace: float = 5.0
@@ -177,52 +152,34 @@ class ProcessRuntime(Runtime):
         they could block on a full pipe forever, and their exit status would be unknowable.
         """
         for record in records:
-            if record.attempt_id in self._table:
-                raise ValueError(
-                    f"RecoveryRecord {record.attempt_id!r} names an attempt this runtime is "
-                    f"running; only a previous process's attempts can be recovered"
-                )
+            self._check_recoverable(record)
         return await asyncio.to_thread(_recover_blocking, list(records), grace)
 
     async def aclose(self) -> None:
-        self._closed = True
-        running = self._table.running()
-        for attempt in running:
-            if attempt.child is None and not attempt.first_delivered.done():
-                await asyncio.shield(attempt.first_delivered)  # its spawn is imminent
-            self._begin_stop(
-                attempt, Phase.CANCELLED, Reason.RUNTIME_SHUTDOWN, self._shutdown_grace
-            )
-        tasks = [a.task for a in running if a.task is not None]
-        if tasks:
-            # SIGKILL cannot be ignored; the margin covers reaping and draining the pipes.
-            bound = self._shutdown_grace + self._drain_timeout + 5.0
-            _, pending = await asyncio.wait(tasks, timeout=bound)
-            for task in pending:
-                logger.error("attempt task %s did not end within %.1f s of aclose()", task, bound)
-                task.cancel()
+        # SIGKILL cannot be ignored; the margin covers reaping and draining the pipes.
+        await self._stop_running(self._shutdown_grace + self._drain_timeout + 5.0)
         if self._devnull_fd is not None:
             os.close(self._devnull_fd)
             self._devnull_fd = None
 
     # -- one attempt ---------------------------------------------------------------------
 
-    async def _drive(self, attempt: _ProcessAttempt) -> None:
-        try:
-            if await self._spawn(attempt):
-                await attempt.report(Phase.RUNNING, Reason.STARTED)
-                await attempt.exited
-                await self._drain(attempt)
-                await self._finish(attempt)
-        except Exception as exc:
-            # A bug here must not leave the attempt without its terminal report.
-            logger.exception("process runtime failed while running attempt %s", attempt.attempt_id)
-            self._kill_now(attempt)
-            if not attempt.ended:
-                await attempt.report(Phase.FAILED, "InternalError", f"{type(exc).__name__}: {exc}")
-        finally:
-            self._cleanup(attempt)
-            self._table.retire(attempt)
+    def _new_attempt(self, spec: AttemptSpec, callback: ReportCallback) -> _ProcessAttempt:
+        return _ProcessAttempt(spec, callback)
+
+    def _starting(self, attempt: _ProcessAttempt) -> bool:
+        # Not spawned yet (start() is still in progress): stop it as soon as it is.
+        return attempt.child is None and not attempt.first_delivered.done()
+
+    async def _run(self, attempt: _ProcessAttempt) -> None:
+        if await self._spawn(attempt):
+            await attempt.report(Phase.RUNNING, Reason.STARTED)
+            await attempt.exited
+            await self._drain(attempt)
+            await self._finish(attempt)
+
+    def _on_internal_error(self, attempt: _ProcessAttempt) -> None:
+        self._kill_now(attempt)
 
     async def _spawn(self, attempt: _ProcessAttempt) -> bool:
         spec = attempt.spec
@@ -519,24 +476,14 @@ def _recover_blocking(records: list[RecoveryRecord], grace: float) -> list[Attem
             pids = ", ".join(str(p.pid) for p in processes)
             reason = Reason.ORPHAN_UNKILLABLE
             message = f"still running after a controller restart; pid(s) {pids} survived SIGKILL"
-        if record.log_path is not None:
-            try:
-                append_note(record.log_path, f"recovered after a controller restart: {message}")
-            except OSError as exc:
-                logger.warning("cannot append to log %s: %s", record.log_path, exc.strerror)
-        now = utcnow()
+        note_recovery(record, f"recovered after a controller restart: {message}")
         reports.append(
-            AttemptReport(
-                attempt_id=record.attempt_id,
-                session=record.session,
-                seq=record.last_seq + 1,
-                phase=Phase.LOST,
-                reason=reason,
-                message=message,
+            lost_report(
+                record,
+                reason,
+                message,
                 pid=record.pid,
                 process_start_time=record.process_start_time,
-                finished_at=now,
-                reported_at=now,
             )
         )
     return reports

@@ -20,16 +20,14 @@ offers no bound on parallelism or fairness. No maintained package offers this co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass
-from types import CoroutineType, TracebackType
+from types import CoroutineType
 from typing import Any, Generic, TypeVar, TypeVarTuple, overload
 
-from cronloop.sync.looper import (
+from cronloop.sync._dispatch import (
     _BATCH,
     _DONE,
     _RUNNING,
@@ -37,6 +35,8 @@ from cronloop.sync.looper import (
     LooperClosed,
     _Dispatcher,
     _spent,
+    _wake_future,
+    loop_clock,
 )
 
 __all__ = ["KeyedLooper", "KeyedLooperStatistics"]
@@ -138,48 +138,6 @@ class KeyedLooper(_Dispatcher, Generic[K]):
         self._bind_loop()
         self._started = True
 
-    async def __aenter__(self) -> KeyedLooper[K]:
-        self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.quit_safely()
-        else:
-            self.quit()
-        await self.wait_closed()
-
-    def quit(self) -> None:
-        """Stop: drop every queued handler (handles cancelled); running handlers finish.
-
-        Thread-safe. The first of ``quit``/``quit_safely`` wins; later calls do nothing.
-        """
-        self._request_quit(safely=False)
-
-    def quit_safely(self) -> None:
-        """Stop accepting posts, run everything already queued, then stop.
-
-        Thread-safe. The first of ``quit``/``quit_safely`` wins; later calls do nothing.
-        """
-        self._request_quit(safely=True)
-
-    def _request_quit(self, *, safely: bool) -> None:
-        if not self._close_flag(safely):
-            return
-        if self._loop is None:
-            return  # never started, so nothing was ever accepted
-        if self._in_loop_thread():
-            self._apply_quit()
-        else:
-            # A closed event loop raises RuntimeError: its workers are gone already.
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._apply_quit)
-
     def _apply_quit(self) -> None:
         self._close_inbox()
         if not self._quit_safely:
@@ -195,7 +153,7 @@ class KeyedLooper(_Dispatcher, Generic[K]):
                     del self._keys[key]
                     self._forget_for_waiters(key)
         while self._parked:
-            _wake(self._parked.popleft())
+            _wake_future(self._parked.popleft())
 
     async def wait_closed(self) -> None:
         """Wait until every worker stopped (after ``quit``/``quit_safely``).
@@ -263,21 +221,8 @@ class KeyedLooper(_Dispatcher, Generic[K]):
         else:
             if self._closed:
                 raise LooperClosed(self._name)
-            if threading.get_ident() == self._thread_id:
-                raise LooperClosed(self._name)  # closed between the two checks
-            self._count_foreign_post(1)
-            try:
-                self._send_from_thread((key, handle))
-            except BaseException:
-                self._count_foreign_post(-1)
-                raise
+            self._post_from_thread((key, handle))
         return handle
-
-    def remove(self, handle: Handle[Any]) -> bool:
-        """Cancel ``handle`` if it is still pending (see :meth:`Handle.cancel`)."""
-        if handle._owner is not self:
-            raise ValueError(f"handle {handle!r} was not posted to looper {self._name!r}")
-        return handle.cancel()
 
     def _accept_from_thread(self, item: tuple[Any, ...]) -> None:
         key, handle = item
@@ -300,7 +245,7 @@ class KeyedLooper(_Dispatcher, Generic[K]):
     def _kick(self) -> None:
         """A key became ready: wake a parked worker, or start one if under the limit."""
         if self._parked:
-            _wake(self._parked.popleft())
+            _wake_future(self._parked.popleft())
         elif len(self._workers) < self._max_workers:
             assert self._loop is not None
             task = self._loop.create_task(self._work(), name=f"{self._name}:worker")
@@ -322,9 +267,7 @@ class KeyedLooper(_Dispatcher, Generic[K]):
         loop = asyncio.get_running_loop()
         keys, ready = self._keys, self._ready
         acquire, release = self._lock.acquire, self._lock.release
-        # As in Looper.start: the stock loop.time() is time.monotonic() behind a Python call.
-        stock = type(loop).time is asyncio.BaseEventLoop.time
-        clock = time.monotonic if stock else loop.time
+        clock = loop_clock(loop)
         slow_dispatch = self._slow_dispatch
         batch_size = self._batch_size
         since_yield = 0
@@ -400,7 +343,7 @@ class KeyedLooper(_Dispatcher, Generic[K]):
             self._ready.append(key)
             if self._parked and len(self._ready) > 1:
                 # This worker takes one ready key next; a parked one can take another.
-                _wake(self._parked.popleft())
+                _wake_future(self._parked.popleft())
         else:
             state.scheduled = False
             del self._keys[key]
@@ -414,13 +357,13 @@ class KeyedLooper(_Dispatcher, Generic[K]):
             if target is not None and (dropped or state.retired >= target):
                 del waiter.remaining[key]
                 if not waiter.remaining:
-                    _wake(waiter.future)
+                    _wake_future(waiter.future)
                     self._idle_waiters.remove(waiter)
 
     def _forget_for_waiters(self, key: K) -> None:
         for waiter in list(self._idle_waiters):
             if waiter.remaining.pop(key, None) is not None and not waiter.remaining:
-                _wake(waiter.future)
+                _wake_future(waiter.future)
                 self._idle_waiters.remove(waiter)
 
     # -- introspection ---------------------------------------------------------------------
@@ -446,8 +389,3 @@ class KeyedLooper(_Dispatcher, Generic[K]):
             f"<KeyedLooper {self._name!r} live_keys={stats.live_keys} "
             f"pending={stats.pending} closed={stats.closed}>"
         )
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
