@@ -116,6 +116,11 @@ class CronJobController:
         self._store = store
         self._clock = clock
         self._admission = admission
+        #: The resource version each CronJob had when its last reconcile finished (its own
+        #: status write included). Such a CronJob has nothing new to look at: its next time is
+        #: already waiting on the delaying queue, so the manager need not enqueue it again for
+        #: a resync or for the change event of that very write.
+        self.observed: dict[str, int] = {}
 
     async def reconcile(self, name: str) -> Result | None:
         try:
@@ -123,7 +128,9 @@ class CronJobController:
         except NotFound:
             if self._admission is not None:
                 self._admission.forget(name)
+            self.observed.pop(name, None)
             return None
+        self.observed.pop(name, None)  # until this pass has finished
         cronjob = typed(obj, CronJob)
         now = self._clock.now()
         runs = (await self._store.list("Job", owner_uid=obj.uid)).items
@@ -171,8 +178,9 @@ class CronJobController:
         for run in outcome.cancels:
             await self._request_cancel(run, "ReplacedByNewRun")
         runs = [*runs, *created]
-        await self._write_status(obj, cronjob, outcome, runs)
+        version = await self._write_status(obj, cronjob, outcome, runs)
         await self._prune(cronjob, runs)
+        self.observed[name] = version
         return Result(requeue_after=self._next_delay(plan.next_wake, now, outcome.waiting_for))
 
     # ---- deciding ---------------------------------------------------------------------------
@@ -306,7 +314,8 @@ class CronJobController:
 
     async def _write_status(
         self, obj: StoredObject, cronjob: CronJob, outcome: _Outcome, runs: list[StoredObject]
-    ) -> None:
+    ) -> int:
+        """Write the new status if it changed; returns the CronJob's resource version."""
         active = tuple(ObjectRef(name=r.name, uid=r.uid) for r in runs if not job_phase(r).terminal)
         succeeded = [
             typed(r, Job).status.scheduled_time for r in runs if job_phase(r) is Phase.SUCCEEDED
@@ -326,9 +335,10 @@ class CronJobController:
                 "missed_runs": status.missed_runs + outcome.missed,
             }
         )
-        if new != status:
-            updated = cronjob.model_copy(update={"status": new})
-            await self._store.update_status(replacing(obj, updated))
+        if new == status:
+            return obj.resource_version
+        updated = cronjob.model_copy(update={"status": new})
+        return (await self._store.update_status(replacing(obj, updated))).resource_version
 
     async def _prune(self, cronjob: CronJob, runs: list[StoredObject]) -> None:
         spec = cronjob.spec

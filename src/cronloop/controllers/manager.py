@@ -164,8 +164,11 @@ class Manager:
 
     async def _list_all(self) -> int:
         cronjobs = await self._store.list("CronJob")
+        observed = self.cronjobs.observed
         for obj in cronjobs.items:
-            self._cronjob_loop.enqueue(obj.name)
+            # A CronJob unchanged since its last reconcile already waits for its next time.
+            if observed.get(obj.name) != obj.resource_version:
+                self._cronjob_loop.enqueue(obj.name)
         jobs = await self._store.list("Job")
         for obj in jobs.items:
             if not job_phase(obj).terminal:
@@ -197,7 +200,8 @@ class Manager:
         """Enqueue the objects a change concerns, and only those (every reconcile costs reads)."""
         obj = event.object
         if obj.kind == "CronJob":
-            self._cronjob_loop.enqueue(obj.name)
+            if self.cronjobs.observed.get(obj.name) != obj.resource_version:
+                self._cronjob_loop.enqueue(obj.name)  # not just its own status write
         elif obj.kind == "Job":
             terminal = job_phase(obj).terminal
             # The Job controller writes a Job's status itself; what it must see is a new Job,
