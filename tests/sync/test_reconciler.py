@@ -42,6 +42,19 @@ class Script:
         return [t for k, t in self.calls if k == key]
 
 
+async def run_until_calls(
+    controller: Controller[str], script: Script, calls: int, limit: float
+) -> None:
+    """Run ``controller`` until ``script`` has seen ``calls`` reconciles, then stop it."""
+    async with asyncio.timeout(limit), asyncio.TaskGroup() as tg:
+        runner = tg.create_task(controller.run())
+        while len(script.calls) < calls:
+            script.ran.clear()
+            await script.ran.wait()
+        controller.stop()
+        await runner
+
+
 async def run_until(controller: Controller[str], condition: asyncio.Event, limit: float) -> None:
     """Run ``controller`` until ``condition`` is set, then stop it and wait for ``run``."""
     async with asyncio.timeout(limit), asyncio.TaskGroup() as tg:
@@ -107,13 +120,7 @@ async def test_requeue_after_zero_requeues_at_once() -> None:
     script = Script(a=[Result(requeue_after=0), None])
     controller = Controller[str](script)
     controller.enqueue("a")
-    async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
-        runner = tg.create_task(controller.run())
-        while len(script.calls) < 2:
-            script.ran.clear()
-            await script.ran.wait()
-        controller.stop()
-        await runner
+    await run_until_calls(controller, script, 2, 10)
     assert script.times("a") == [script.times("a")[0]] * 2
 
 
@@ -146,13 +153,7 @@ async def test_exceptions_do_not_kill_the_worker(caplog: pytest.LogCaptureFixtur
     controller.enqueue("a")
     controller.enqueue("b")
     with caplog.at_level(logging.ERROR, logger="cronloop.sync.reconciler"):
-        async with asyncio.timeout(100), asyncio.TaskGroup() as tg:
-            runner = tg.create_task(controller.run())
-            while len(script.calls) < 3:
-                script.ran.clear()
-                await script.ran.wait()
-            controller.stop()
-            await runner
+        await run_until_calls(controller, script, 3, 100)
     assert [k for k, _ in script.calls] == ["a", "b", "a"]
     assert len(caplog.records) == 1, "each failure is logged once"
     record = caplog.records[0]
@@ -255,13 +256,7 @@ async def test_timeout_error_from_the_reconciler_is_not_a_timeout() -> None:
     script = Script(a=[TimeoutError("upstream"), None])
     controller = Controller[str](script, reconcile_timeout=60.0, rate_limiter=backoff())
     controller.enqueue("a")
-    async with asyncio.timeout(100), asyncio.TaskGroup() as tg:
-        runner = tg.create_task(controller.run())
-        while len(script.calls) < 2:
-            script.ran.clear()
-            await script.ran.wait()
-        controller.stop()
-        await runner
+    await run_until_calls(controller, script, 2, 100)
     stats = controller.statistics()
     assert (stats.errors, stats.timeouts) == (1, 0)
 
@@ -388,13 +383,7 @@ async def test_controller_metrics() -> None:
     controller.enqueue("a")
     controller.enqueue("b")
     controller.enqueue("c")
-    async with asyncio.timeout(50), asyncio.TaskGroup() as tg:
-        runner = tg.create_task(controller.run())
-        while len(script.calls) < 4:
-            script.ran.clear()
-            await script.ran.wait()
-        controller.stop()
-        await runner
+    await run_until_calls(controller, script, 4, 50)
 
     def value(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, {"controller": "cron", **labels})
