@@ -135,7 +135,7 @@ class CronJobController:
         now = self._clock.now()
         runs = (await self._store.list("Job", owner_uid=obj.uid)).items
         plan = plan_for_cronjob(cronjob, now)
-        outcome = self._decide(obj, cronjob, plan.start, runs, now)
+        outcome = self._decide(obj, cronjob, plan.start, runs)
         for skipped in plan.skipped:
             outcome.creates.append(
                 self._skip_record(
@@ -191,7 +191,6 @@ class CronJobController:
         cronjob: CronJob,
         due: Sequence[datetime],
         runs: Sequence[StoredObject],
-        now: datetime,
     ) -> _Outcome:
         outcome = _Outcome()
         spec = cronjob.spec
@@ -233,15 +232,13 @@ class CronJobController:
             if active and spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
                 outcome.cancels.extend(active)
                 active = []
-            run = self._run(obj, cronjob, scheduled, now)
+            run = self._run(obj, cronjob, scheduled)
             outcome.creates.append(run)
             active.append(run)
             outcome.cursor = scheduled
         return outcome
 
-    def _run(
-        self, obj: StoredObject, cronjob: CronJob, scheduled: datetime, now: datetime
-    ) -> StoredObject:
+    def _run(self, obj: StoredObject, cronjob: CronJob, scheduled: datetime) -> StoredObject:
         """The Job for ``scheduled``, ready to create."""
         return self._record(obj, cronjob, scheduled, JobStatus())
 

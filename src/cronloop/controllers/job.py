@@ -409,8 +409,11 @@ class JobController:
         return status.model_copy(update=update)
 
     async def _fail_attempt(self, subjob: str, session: str, message: str) -> SubJob:
+        """Record that the attempt of ``session`` could not start (and nothing newer)."""
         obj = await self._store.get("SubJob", subjob)
         sub = typed(obj, SubJob)
+        if sub.status.session_id != session:
+            return sub  # a later dispatch owns the sub-job now
         now = self._clock.now()
         last = sub.status.attempts[-1]
         failed = last.model_copy(
