@@ -10,7 +10,13 @@ from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cronloop.api.schedule import Schedule, ScheduleError, parse_duration, parse_time_zone
+from cronloop.api.schedule import (
+    Schedule,
+    ScheduleError,
+    _cron,
+    parse_duration,
+    parse_time_zone,
+)
 
 ZONES = [
     "UTC",
@@ -275,3 +281,34 @@ def test_value_semantics() -> None:
     assert a.interval is None
     assert Schedule.parse("@every 1h30m").interval == timedelta(minutes=90)
     assert repr(a) == "Schedule('*/5 * * * *', 'Europe/Berlin')"
+
+
+_NAIVE_EXPRESSIONS = [
+    "*/5 9-17 * * mon-fri",
+    "0 0 29 2 *",
+    "0 0 29 2 1",
+    "30 2 * * *",
+    "15 */3 1,15 * *",
+    "0 0 31 * *",
+    "1-5/2 */2 * jan,jul *",
+    "0 0,12 * * 6,0",
+    "* * * * *",
+    "*/7 * * * * *",
+    "10 20 3 * * *",
+    "59 59 23 31 12 *",
+]
+
+
+@pytest.mark.parametrize("expression", _NAIVE_EXPRESSIONS)
+@settings(max_examples=150, deadline=None)
+@given(
+    offset=st.integers(min_value=0, max_value=12 * 365 * 86_400),
+    micros=st.sampled_from([0, 1, 500_000, 999_999]),
+)
+def test_fast_next_matches_croniter(expression: str, offset: int, micros: int) -> None:
+    """The field-set stepper that replaced croniter's get_next agrees with croniter."""
+    fields = expression.split()
+    start = datetime(2020, 1, 1) + timedelta(seconds=offset, microseconds=micros)
+    expected = croniter(expression, start, second_at_beginning=len(fields) == 6).get_next(datetime)
+    matcher = _cron(expression, tuple(fields))
+    assert matcher.next_naive(start) == expected

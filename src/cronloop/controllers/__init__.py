@@ -23,6 +23,10 @@ from cronloop.controllers.admission import (
     PsutilSampler,
     Skip,
 )
+from cronloop.controllers.cache import (
+    CachedStore,
+    ObjectCache,
+)
 from cronloop.controllers.clock import (
     Clock,
     LoopClock,
@@ -83,6 +87,7 @@ __all__ = [
     "AdmissionLimits",
     "AdmissionStatistics",
     "Admit",
+    "CachedStore",
     "Clock",
     "CronJobController",
     "Delay",
@@ -96,6 +101,7 @@ __all__ = [
     "LoopClock",
     "Manager",
     "ManagerStatistics",
+    "ObjectCache",
     "PsutilSampler",
     "ResourceT",
     "Skip",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -48,10 +48,11 @@ from cronloop.api import (
     can_advance,
     subjob_name,
 )
+from cronloop.controllers.cache import CachedStore
 from cronloop.controllers.clock import Clock
 from cronloop.controllers.cronjob import CANCEL_ANNOTATION, GUARANTEE_ANNOTATION
 from cronloop.controllers.longrunning import LongRunningDetector
-from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL, replacing, to_stored, typed
+from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL, replacing, to_stored
 from cronloop.runtimes import (
     AttemptReport,
     AttemptSpec,
@@ -63,7 +64,7 @@ from cronloop.runtimes import (
     StepSettings,
     UnknownAttemptError,
 )
-from cronloop.store import Conflict, NotFound, Store, StoredObject
+from cronloop.store import Conflict, NotFound, StoredObject, new_uid
 from cronloop.sync import KeyedLooper, LooperClosed, Result
 
 __all__ = ["LOST_RETRY_LIMIT", "JobController", "attempt_id", "parse_attempt_id"]
@@ -75,6 +76,10 @@ logger = logging.getLogger(__name__)
 LOST_RETRY_LIMIT = 3
 _CAS_TRIES = 20
 _FAILURES = frozenset({Phase.FAILED, Phase.TIMED_OUT, Phase.LOST, Phase.CANCELLED})
+
+
+#: How to start a recorded attempt: the runtime's name and the spec (or why there is none).
+_Start = tuple[str, AttemptSpec | str]
 
 
 def _is_failure(attempt: Attempt) -> bool:
@@ -124,7 +129,7 @@ class JobController:
 
     def __init__(
         self,
-        store: Store,
+        store: CachedStore,
         runtimes: Mapping[str, Runtime],
         *,
         clock: Clock,
@@ -141,6 +146,12 @@ class JobController:
         self._kill_grace = kill_grace
         self._longrunning = longrunning or LongRunningDetector()
         self._histories_loaded: set[str] = set()
+        #: Reports not applied yet, per job (runtimes may report from any thread).
+        self._pending: dict[str, list[tuple[str, AttemptReport]]] = {}
+        self._pending_lock = threading.Lock()
+        #: SubJob versions this controller wrote itself: their change events need no
+        #: reconcile (whoever wrote them already enqueued the job if it had to).
+        self.own_writes: dict[str, int] = {}
         self._warnings: dict[str, list[str]] = {}
         self.long_running_warnings = 0
         self.enqueue: Callable[[str], None] = lambda name: None
@@ -152,13 +163,11 @@ class JobController:
             obj = await self._store.get("Job", name)
         except NotFound:
             return None
-        job = typed(obj, Job)
+        job = self._store.typed(obj, Job)
         if job.status.phase.terminal:
             return None
         now = self._clock.now()
-        subjobs = [
-            typed(o, SubJob) for o in (await self._store.list("SubJob", owner_uid=obj.uid)).items
-        ]
+        subjobs = [self._store.typed(o, SubJob) for o in await self._store.owned("SubJob", obj.uid)]
         if not subjobs:
             try:
                 subjobs = await self._fan_out(obj, job)
@@ -208,10 +217,17 @@ class JobController:
         return Result(requeue_after=max(0.0, min(wake))) if wake and not phase.terminal else None
 
     async def _fan_out(self, obj: StoredObject, job: Job) -> list[SubJob]:
+        """Create the sub-jobs with their first attempts recorded (one write), then start them.
+
+        Recording the first attempt in the creating transaction is the dispatch
+        compare-and-set folded into the fan-out: nobody else can have dispatched a sub-job that
+        did not exist, and a crash before the start leaves the attempt on record for recovery.
+        """
         spec = job.spec
         targets = spec.targets.resolve()
         name = job.metadata.name
         objs = []
+        starts = []
         for index, target in enumerate(targets):
             sub = SubJob(
                 metadata=ObjectMeta(name=subjob_name(name, target), labels={JOB_LABEL: name}),
@@ -224,9 +240,15 @@ class JobController:
                     retries=spec.retries,
                 ),
             )
-            objs.append(to_stored(sub, owner_uid=obj.uid))
+            first = StepName.PREPARE if spec.prepare is not None else StepName.MAIN
+            status, start = self._record_attempt(job, sub, first, 1)
+            objs.append(to_stored(sub.model_copy(update={"status": status}), owner_uid=obj.uid))
+            starts.append(start)
         stored = await self._store.create_many(objs)
-        return [typed(o, SubJob) for o in stored]
+        for created in stored:
+            self.own_writes[created.name] = created.resource_version
+        subjobs = [self._store.typed(o, SubJob) for o in stored]
+        return [await self._start(sub, start) for sub, start in zip(subjobs, starts, strict=True)]
 
     async def _drive(
         self, job: Job, sub: SubJob, guarantee: Guarantee, now: datetime
@@ -281,9 +303,18 @@ class JobController:
 
     async def _dispatch(self, job: Job, sub: SubJob, step: StepName, number: int) -> SubJob:
         """Record attempt ``number`` (compare-and-set), then hand it to its runtime."""
+        status, start = self._record_attempt(job, sub, step, number)
+        sub = await self._write_subjob(sub, status)  # Conflict -> the reconcile is retried
+        return await self._start(sub, start)
+
+    def _record_attempt(
+        self, job: Job, sub: SubJob, step: StepName, number: int
+    ) -> tuple[SubJobStatus, _Start]:
+        """The sub-job's status with attempt ``number`` recorded (a fresh session), and what
+        to start once it is stored (or why it cannot start)."""
         spec_step = sub.spec.prepare if step is StepName.PREPARE else sub.spec.main
         assert spec_step is not None
-        session = uuid.uuid4().hex
+        session = new_uid().replace("-", "")
         ident = attempt_id(job.metadata.name, sub.metadata.name, number)
         log_path = (
             self._log_dir / job.metadata.name / f"{sub.metadata.name}.{number}.{step.value}.log"
@@ -305,12 +336,8 @@ class JobController:
                 "report_sequence": 0,
             }
         )
-        sub = await self._write_subjob(sub, status)  # Conflict -> the reconcile is retried
-        runtime = self._runtimes.get(spec_step.runtime)
         try:
-            if runtime is None:
-                raise ValueError(f"no runtime named {spec_step.runtime!r} is configured")
-            spec = AttemptSpec(
+            start: AttemptSpec | str = AttemptSpec(
                 attempt_id=ident,
                 session=session,
                 job=job.metadata.name,
@@ -328,8 +355,24 @@ class JobController:
                     else {}
                 ),
             )
+        except Exception as exc:  # settings a runtime cannot take fail the attempt
+            start = str(exc)
+        return status, (spec_step.runtime, start)
+
+    async def _start(self, sub: SubJob, start: _Start) -> SubJob:
+        """Hand a recorded attempt to its runtime; a start that fails fails the attempt."""
+        session = sub.status.session_id
+        assert session is not None
+        runtime_name, spec = start
+        try:
+            runtime = self._runtimes.get(runtime_name)
+            if runtime is None:
+                raise ValueError(f"no runtime named {runtime_name!r} is configured")
+            if isinstance(spec, str):
+                raise ValueError(spec)
             await runtime.start(spec, self.on_report)
         except Exception as exc:  # a start that fails is the attempt's failure, not ours
+            ident = sub.status.attempts[-1].runtime.get("attemptId")
             logger.warning("attempt %s could not start: %s", ident, exc)
             return await self._fail_attempt(sub.metadata.name, session, str(exc))
         return sub
@@ -337,35 +380,61 @@ class JobController:
     # ---- reports ----------------------------------------------------------------------------
 
     def on_report(self, report: AttemptReport) -> None:
-        """The runtime callback: apply the report in its job's sync loop."""
+        """The runtime callback: apply the report in its job's sync loop.
+
+        Reports of one job that arrive while its loop is busy are applied together by the
+        next turn (each sub-job written once, with its reports applied in arrival order): a
+        job that starts and ends at once costs one write, not one per report.
+        """
         job, subjob, _ = parse_attempt_id(report.attempt_id)
+        with self._pending_lock:
+            pending = self._pending.setdefault(job, [])
+            pending.append((subjob, report))
+            if len(pending) > 1:
+                return  # the turn already posted for this job takes it
         try:
-            self._reports.post(job, self._apply_report, job, subjob, report)
+            self._reports.post(job, self._apply_pending, job)
         except LooperClosed:
+            with self._pending_lock:
+                self._pending.pop(job, None)
             # Only after shutdown: the attempt stays Running in the store and the next start's
             # recovery settles it as Lost.
             logger.warning("report %s seq %d arrived after shutdown", report.attempt_id, report.seq)
 
-    async def _apply_report(self, job: str, subjob: str, report: AttemptReport) -> None:
+    async def _apply_pending(self, job: str) -> None:
+        with self._pending_lock:
+            pending = self._pending.pop(job, [])
+        by_subjob: dict[str, list[AttemptReport]] = {}
+        for subjob, report in pending:
+            by_subjob.setdefault(subjob, []).append(report)
+        for subjob, reports in by_subjob.items():
+            await self._apply_reports(job, subjob, reports)
+
+    async def _apply_reports(self, job: str, subjob: str, reports: list[AttemptReport]) -> None:
+        """Apply ``reports`` (one sub-job's, in arrival order) in one compare-and-set."""
         for _ in range(_CAS_TRIES):
             try:
                 obj = await self._store.get("SubJob", subjob)
             except NotFound:
                 return
-            sub = typed(obj, SubJob)
-            if sub.status.is_stale_report(report.session, report.seq):
-                logger.debug("dropping stale report %s seq %d", report.attempt_id, report.seq)
+            sub = self._store.typed(obj, SubJob)
+            status = sub.status
+            for report in reports:
+                if status.is_stale_report(report.session, report.seq):
+                    logger.debug("dropping stale report %s seq %d", report.attempt_id, report.seq)
+                else:
+                    status = self._applied(status, report)
+            if status is sub.status:
                 return
             try:
-                await self._write_subjob(sub, self._applied(sub, report))
+                await self._write_subjob(sub, status)
             except Conflict:
                 continue
             self.enqueue(job)
             return
-        raise RuntimeError(f"could not apply report {report.attempt_id} seq {report.seq}")
+        raise RuntimeError(f"could not apply the reports of {subjob} (seq {reports[-1].seq})")
 
-    def _applied(self, sub: SubJob, report: AttemptReport) -> SubJobStatus:
-        status = sub.status
+    def _applied(self, status: SubJobStatus, report: AttemptReport) -> SubJobStatus:
         last = status.attempts[-1]
         phase = report.phase if can_advance(last.phase, report.phase) else last.phase
         runtime = dict(last.runtime)
@@ -411,7 +480,7 @@ class JobController:
     async def _fail_attempt(self, subjob: str, session: str, message: str) -> SubJob:
         """Record that the attempt of ``session`` could not start (and nothing newer)."""
         obj = await self._store.get("SubJob", subjob)
-        sub = typed(obj, SubJob)
+        sub = self._store.typed(obj, SubJob)
         if sub.status.session_id != session:
             return sub  # a later dispatch owns the sub-job now
         now = self._clock.now()
@@ -431,7 +500,9 @@ class JobController:
                 "report_sequence": sub.status.report_sequence + 1,
             }
         )
-        return await self._write_subjob(sub, status)
+        sub = await self._write_subjob(sub, status)
+        self.enqueue(sub.spec.job.name)  # its retry is decided by the next reconcile
+        return sub
 
     # ---- endings ----------------------------------------------------------------------------
 
@@ -470,7 +541,9 @@ class JobController:
                     await self._settle(sub, phase, reason, "", now)
                     break
                 except Conflict:
-                    sub = typed(await self._store.get("SubJob", sub.metadata.name), SubJob)
+                    sub = self._store.typed(
+                        await self._store.get("SubJob", sub.metadata.name), SubJob
+                    )
 
     async def _finish(
         self, obj: StoredObject, job: Job, phase: Phase, reason: str, message: str, now: datetime
@@ -517,7 +590,8 @@ class JobController:
         stored = await self._store.update_status(
             to_stored(sub.model_copy(update={"status": status}))
         )
-        return typed(stored, SubJob)
+        self.own_writes[stored.name] = stored.resource_version
+        return self._store.typed(stored, SubJob)
 
     # ---- long-running runs -----------------------------------------------------------------
 
@@ -535,7 +609,7 @@ class JobController:
         if phase.rank < Phase.PREPARING.rank:
             return (), None
         series = job.status.cron_job.name if job.status.cron_job else name
-        await self._load_history(series)
+        await self._load_history(series, job.status.cron_job)
         detector.started(
             name,
             cronjob=series,
@@ -551,14 +625,17 @@ class JobController:
                 self.enqueue(warning.run_id)
         return tuple(self._warnings.pop(name, ())), detector.next_deadline()
 
-    async def _load_history(self, cronjob: str) -> None:
+    async def _load_history(self, cronjob: str, ref: ObjectRef | None) -> None:
         """Seed a CronJob's duration history from its stored successful runs, once."""
         if cronjob in self._histories_loaded:
             return
         self._histories_loaded.add(cronjob)
-        runs = (await self._store.list("Job", labels={CRONJOB_LABEL: cronjob})).items
+        if ref is not None and ref.uid:
+            runs = await self._store.owned("Job", ref.uid)
+        else:
+            runs = (await self._store.list("Job", labels={CRONJOB_LABEL: cronjob})).items
         history = self._longrunning.history(cronjob)
-        done = [typed(r, Job).status for r in runs]
+        done = [self._store.typed(r, Job).status for r in runs]
         finished = sorted(
             (s.completion_time, (s.completion_time - s.start_time).total_seconds())
             for s in done
@@ -574,7 +651,7 @@ class JobController:
         subs = (await self._store.list("SubJob")).items
         pending: dict[str, list[tuple[SubJob, RecoveryRecord]]] = {}
         for obj in subs:
-            sub = typed(obj, SubJob)
+            sub = self._store.typed(obj, SubJob)
             if sub.status.phase.terminal or not sub.status.attempts:
                 continue
             last = sub.status.attempts[-1]
@@ -600,7 +677,7 @@ class JobController:
             reports = await runtime.recover([record for _, record in items])
             for (sub, _), report in zip(items, reports, strict=True):
                 job = sub.spec.job.name
-                await self._apply_report(job, sub.metadata.name, report)
+                await self._apply_reports(job, sub.metadata.name, [report])
                 self.enqueue(job)
                 found += 1
         return found

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cronloop.controllers.admission import AdmissionController
+from cronloop.controllers.cache import CachedStore, ObjectCache
 from cronloop.controllers.clock import Clock, SystemClock
 from cronloop.controllers.cronjob import CronJobController, job_phase
 from cronloop.controllers.job import JobController
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 FEED_BACKOFF_MIN = 0.1
 FEED_BACKOFF_MAX = 5.0
+_KINDS = ("CronJob", "Job", "SubJob")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +72,8 @@ class Manager:
         log_dir: Path,
         clock: Clock | None = None,
         admission: AdmissionController | None = None,
-        cronjob_workers: int = 4,
-        job_workers: int = 16,
+        cronjob_workers: int = 16,
+        job_workers: int = 32,
         resync_period: float = 30.0,
         metrics: MetricsProvider | None = None,
     ) -> None:
@@ -80,9 +82,12 @@ class Manager:
         self._clock = clock or SystemClock()
         self._resync_period = resync_period
         self._reports: KeyedLooper[str] = KeyedLooper(workers=job_workers, name="job-reports")
-        self.cronjobs = CronJobController(store, clock=self._clock, admission=admission)
+        #: What the controllers read: the feed keeps it current, their writes go through it.
+        self.cache = ObjectCache(_KINDS)
+        view = CachedStore(store, self.cache)
+        self.cronjobs = CronJobController(view, clock=self._clock, admission=admission)
         self.jobs = JobController(
-            store, runtimes, clock=self._clock, log_dir=log_dir, reports=self._reports
+            view, runtimes, clock=self._clock, log_dir=log_dir, reports=self._reports
         )
         # A failing reconcile (the store is down, a conflict) is retried per object from
         # 100 ms doubling to 5 s, like the kubelet's sync loop backs off from its runtime.
@@ -163,17 +168,19 @@ class Manager:
     # ---- sources ----------------------------------------------------------------------------
 
     async def _list_all(self) -> int:
-        cronjobs = await self._store.list("CronJob")
+        # Owned objects first: a controller enqueued below must find its runs and sub-jobs.
+        listings = {kind: await self._store.list(kind) for kind in reversed(_KINDS)}
+        for kind, listing in listings.items():
+            self.cache.replace(kind, listing.items, listing.revision)
         observed = self.cronjobs.observed
-        for obj in cronjobs.items:
+        for obj in listings["CronJob"].items:
             # A CronJob unchanged since its last reconcile already waits for its next time.
             if observed.get(obj.name) != obj.resource_version:
                 self._cronjob_loop.enqueue(obj.name)
-        jobs = await self._store.list("Job")
-        for obj in jobs.items:
+        for obj in listings["Job"].items:
             if not job_phase(obj).terminal:
                 self._job_loop.enqueue(obj.name)
-        return min(cronjobs.revision, jobs.revision)
+        return min(listing.revision for listing in listings.values())
 
     async def _feed(self) -> None:
         backoff = FEED_BACKOFF_MIN
@@ -181,9 +188,12 @@ class Manager:
             try:
                 revision = await self._list_all()
                 self._ready.set()
-                async for event in self._store.watch(
-                    kinds=("CronJob", "Job", "SubJob"), from_revision=revision
-                ):
+                async for event in self._store.watch(kinds=_KINDS, from_revision=revision):
+                    if event.type is EventType.DELETED:
+                        self.cache.forget(event.object)
+                    else:
+                        self.cache.observe(event.object)
+                    self.cache.fed_to(event.revision)
                     self._route(event)
                     self._events += 1
                     self._revision = event.revision
@@ -218,6 +228,11 @@ class Manager:
             if owner is not None and (event.type is not EventType.MODIFIED or terminal):
                 self._cronjob_loop.enqueue(owner)
         elif obj.kind == "SubJob":
+            own = self.jobs.own_writes.get(obj.name)
+            if own is not None and own <= obj.resource_version:
+                del self.jobs.own_writes[obj.name]
+                if own == obj.resource_version and event.type is not EventType.DELETED:
+                    return  # the Job controller's own write: it enqueued the job if needed
             job = obj.labels.get(JOB_LABEL)
             if job is not None:
                 self._job_loop.enqueue(job)

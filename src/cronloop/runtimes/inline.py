@@ -208,7 +208,7 @@ class InlineRuntime(TrackedRuntime[_InlineAttempt]):
         settings = spec.settings
         assert isinstance(settings, InlineSettings)
         try:
-            log = attempt.log = AttemptLog.create(spec.log_path, spec.log_limit)
+            log = attempt.log = AttemptLog.create(spec.log_path, spec.log_limit, lazy=True)
         except OSError as exc:
             await attempt.report(
                 Phase.FAILED,

@@ -9,11 +9,18 @@ Hand-written because the logging handlers in the standard library rotate or grow
 bound, and neither keeps-the-head nor lets an asyncio reader follow the file until the attempt
 ends. Writes go straight to the file descriptor from the calling thread: they are page-cache
 writes of at most ``limit`` bytes per attempt, far cheaper than a thread hop per chunk.
+
+A lazy log (``AttemptLog.create(..., lazy=True)``, what the runtimes use) creates its file at
+the first byte: most scheduled jobs print nothing, and creating a file (and its directory)
+per attempt was the largest cost of starting a silent one. Readers treat a missing file as an
+empty log. If the file cannot be created then, the output is counted as dropped (reported as
+``logDroppedBytes``) and the error is kept in :attr:`AttemptLog.error`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator
@@ -25,6 +32,17 @@ LOG_NOTE_PREFIX = b"[cronloop] "
 """Lines the runtime itself writes into an attempt log start with this prefix."""
 
 _READ_CHUNK = 64 * 1024
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
+logger = logging.getLogger(__name__)
+
+
+def _open(path: Path) -> int:
+    try:
+        return os.open(path, _FLAGS, 0o600)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, _FLAGS, 0o600)
 
 
 def truncation_marker(limit: int, dropped: int) -> bytes:
@@ -52,10 +70,13 @@ class AttemptLog:
     event loop (one loop per log), and writers wake its readers thread-safely.
     """
 
-    def __init__(self, path: Path, limit: int, fd: int) -> None:
+    def __init__(self, path: Path, limit: int, fd: int | None) -> None:
         self.path = path
         self.limit = limit
+        #: None until the first byte of a lazy log.
         self._fd = fd
+        #: Why a lazy log's file could not be created (its output was dropped).
+        self.error: OSError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._lock = threading.Lock()
@@ -67,17 +88,13 @@ class AttemptLog:
         self._waiters: list[asyncio.Future[None]] = []
 
     @classmethod
-    def create(cls, path: Path, limit: int) -> AttemptLog:
-        """Create (or truncate) the file at ``path``, with its parent directories.
+    def create(cls, path: Path, limit: int, *, lazy: bool = False) -> AttemptLog:
+        """Create (or truncate) the file at ``path``, with its parent directories; with
+        ``lazy``, only when the first byte is written.
 
-        :raises OSError: if the file cannot be created.
+        :raises OSError: if the file cannot be created (not raised when ``lazy``).
         """
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        return cls(path, limit, fd)
+        return cls(path, limit, None if lazy else _open(path))
 
     @property
     def written(self) -> int:
@@ -104,6 +121,9 @@ class AttemptLog:
             room = self.limit - self._written
             kept = data if len(data) <= room else data[: max(room, 0)]
             self._dropped += len(data) - len(kept)
+            if kept and not self._ensure_open():
+                self._dropped += len(kept)
+                kept = b""
             if kept:
                 self._write_all(kept)
                 self._written += len(kept)
@@ -123,16 +143,32 @@ class AttemptLog:
             if self._closed:
                 return
             try:
-                if self._dropped:
+                if self._dropped and self.error is None and self._ensure_open():
                     prefix = b"" if self._ends_with_newline else b"\n"
                     self._write_all(prefix + truncation_marker(self.limit, self._dropped))
             finally:
-                os.close(self._fd)
+                if self._fd is not None:
+                    os.close(self._fd)
                 self._closed = True
                 self._generation += 1
         self._notify()
 
+    def _ensure_open(self) -> bool:
+        """Open a lazy log's file (under the lock); False if it cannot be created."""
+        if self._fd is not None:
+            return True
+        if self.error is not None:
+            return False
+        try:
+            self._fd = _open(self.path)
+        except OSError as exc:
+            self.error = exc
+            logger.warning("cannot create log file %s: %s", self.path, exc.strerror)
+            return False
+        return True
+
     def _write_all(self, data: bytes) -> None:
+        assert self._fd is not None
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
@@ -163,6 +199,11 @@ class AttemptLog:
 
     async def read(self, *, follow: bool) -> AsyncIterator[bytes]:
         """Yield the file's contents from the start; with ``follow``, until it is closed."""
+        while self._fd is None:  # a lazy log with no output yet
+            generation, closed = self._generation, self._closed
+            if closed or not follow:
+                return
+            await self._wait_changed(generation)
         with self.path.open("rb", buffering=0) as file:
             while True:
                 # Sampled before reading: if the log was closed (or had not changed) before

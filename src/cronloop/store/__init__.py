@@ -7,7 +7,9 @@ See docs/store.md.
 
 from __future__ import annotations
 
-from cronloop.store.base import Store
+from cronloop.store.base import (
+    Store,
+)
 from cronloop.store.errors import (
     AlreadyExists,
     Conflict,
@@ -17,7 +19,9 @@ from cronloop.store.errors import (
     StoreClosed,
     StoreError,
 )
-from cronloop.store.factory import open_store
+from cronloop.store.factory import (
+    open_store,
+)
 from cronloop.store.migrate import (
     MIGRATIONS_DIR,
     head_schema_revision,
@@ -31,10 +35,14 @@ from cronloop.store.model import (
     ListResult,
     StoredObject,
     WatchEvent,
+    new_uid,
     validate_identity,
     validate_labels,
 )
-from cronloop.store.sqlite import SQLiteStore, Synchronous
+from cronloop.store.sqlite import (
+    SQLiteStore,
+    Synchronous,
+)
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -55,6 +63,7 @@ __all__ = [
     "Synchronous",
     "WatchEvent",
     "head_schema_revision",
+    "new_uid",
     "open_store",
     "schema_revision",
     "upgrade_schema",

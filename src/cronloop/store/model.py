@@ -9,6 +9,8 @@ strings) live here so that every backend applies the same rules.
 from __future__ import annotations
 
 import enum
+import os
+import random
 import re
 from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass, field
@@ -24,6 +26,7 @@ __all__ = [
     "ListResult",
     "StoredObject",
     "WatchEvent",
+    "new_uid",
     "validate_identity",
     "validate_labels",
 ]
@@ -38,6 +41,28 @@ _KIND = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
 # Names are printable and free of whitespace so they survive URLs, logs and file names; the
 # api layer applies stricter per-kind rules on top.
 _NAME = re.compile(r"[^\s\x00-\x1f\x7f/]+")
+
+
+_UIDS = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _UIDS.seed(os.urandom(32)))
+
+#: The version (4) and variant (RFC 4122) bits of a random UUID, as ``uuid.UUID`` sets them.
+_UUID_V4_BITS = (4 << 76) | (0x8000 << 48)
+
+
+def new_uid() -> str:
+    """A fresh random (version 4) UUID string, as the store assigns to created objects.
+
+    ``uuid.uuid4()`` reads the OS's random source, a system call that drops the GIL; with the
+    store's threads busy, getting the GIL back cost the event loop up to a switch interval per
+    uid when thousands of runs were created at once. Uids need uniqueness, not secrecy (they
+    are no credential), so they come from a private Mersenne Twister seeded from the OS and
+    reseeded in a forked child: 122 random bits. Private, because code that seeds the global
+    :mod:`random` (hypothesis does, per example) would otherwise repeat uids.
+    """
+    bits = _UIDS.getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48)
+    text = f"{bits | _UUID_V4_BITS:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @dataclass(frozen=True, slots=True)

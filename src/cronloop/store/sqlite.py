@@ -30,7 +30,8 @@ import builtins
 import contextlib
 import functools
 import os
-import uuid
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -59,6 +60,7 @@ from cronloop.store.model import (
     ListResult,
     StoredObject,
     WatchEvent,
+    new_uid,
     validate_identity,
     validate_labels,
 )
@@ -70,6 +72,28 @@ Synchronous = Literal["NORMAL", "FULL"]
 """SQLite ``PRAGMA synchronous`` levels the store accepts (both are safe in WAL mode)."""
 
 _WATCH_PAGE = 500
+
+
+def _enter_wal(cursor: Any, within: float) -> None:
+    """Put the database in WAL mode (a no-op once it is), retrying while another connection
+    holds the lock.
+
+    Switching the journal mode needs an exclusive lock, and SQLite may report it busy without
+    calling the busy handler (when several processes open a new database at once), so the
+    busy timeout alone does not cover it.
+    """
+    deadline = time.monotonic() + within
+    delay = 0.001
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)  # on a connecting thread, never on the event loop
+        delay = min(delay * 2, 0.05)
 
 
 def _utc_now() -> datetime:
@@ -186,17 +210,18 @@ class SQLiteStore(Store):
     def _engine(self, url: URL, *, pool_size: int, begin: str) -> Engine:
         engine = create_engine(url, pool_size=pool_size, max_overflow=0)
         pragmas = (
-            f"PRAGMA busy_timeout = {self._busy_ms}",
-            "PRAGMA journal_mode = WAL",
             f"PRAGMA synchronous = {self._synchronous}",
             "PRAGMA foreign_keys = ON",
         )
+        busy_s = self._busy_ms / 1000
 
         def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
             # Take transaction control away from the sqlite3 module (it would not BEGIN
             # before a SELECT), so every read sees one snapshot and every write locks first.
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            _enter_wal(cursor, busy_s)
             for pragma in pragmas:
                 cursor.execute(pragma)
             cursor.close()
@@ -269,7 +294,7 @@ class SQLiteStore(Store):
             names.add((kind, name))
             if key is not None:
                 keys.add((kind, key))
-            row["uid"] = str(uuid.uuid4())
+            row["uid"] = new_uid()
             rows.append(row)
             labels.append(dict(obj.labels))
         if not rows:
@@ -320,7 +345,7 @@ class SQLiteStore(Store):
 
     async def apply(self, obj: StoredObject) -> StoredObject:
         row = validated_row(obj)
-        row["uid"] = str(uuid.uuid4())
+        row["uid"] = new_uid()
         labels = dict(obj.labels)
         stored = await self._write(lambda conn: _ops.apply_row(conn, row, labels, self._now()))
         return row_to_object(stored)
