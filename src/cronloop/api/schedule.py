@@ -208,7 +208,13 @@ class _Cron:
         after = _seconds_of_day(start)
         # A valid expression fires at least once in any 8 years (Feb 29 on a given weekday
         # is the rarest); the bound only guards against a bug turning into a hang.
+        months = self._months
         for _ in range(8 * 366 + 1):
+            if months is not None and day.month not in months:
+                # Straight to the first day of the next month.
+                day = date(day.year + day.month // 12, day.month % 12 + 1, 1)
+                after = -1
+                continue
             if self.day_matches(day):
                 tod = self._first_tod_after(after)
                 if tod is not None:
@@ -216,6 +222,59 @@ class _Cron:
             day += timedelta(days=1)
             after = -1
         raise ScheduleError(f"cron expression {self.expr!r} does not fire within 8 years")
+
+    def prev_naive(self, start: datetime) -> datetime:
+        """The last matching naive time strictly before ``start`` (plain day fields only).
+
+        The mirror of :meth:`next_naive`. Raises :class:`CroniterBadDateError`, like
+        croniter, when there is none (before the year 1).
+        """
+        day = start.date()
+        # Whole seconds strictly before ``start``: up to the second itself if it has a
+        # fraction, else up to the one before.
+        upto = _seconds_of_day(start) - (0 if start.microsecond else 1)
+        months = self._months
+        try:
+            for _ in range(8 * 366 + 1):
+                if months is not None and day.month not in months:
+                    # Straight to the last day of the previous month.
+                    day = date(day.year, day.month, 1) - timedelta(days=1)
+                    upto = _DAY_SECONDS - 1
+                    continue
+                if self.day_matches(day):
+                    tod = self._last_tod_upto(upto)
+                    if tod is not None:
+                        return datetime.combine(day, tod)
+                day -= timedelta(days=1)
+                upto = _DAY_SECONDS - 1
+        except OverflowError:
+            pass
+        raise CroniterBadDateError(f"no time matches {self.expr!r} before {start}")
+
+    def _last_tod_upto(self, upto: int) -> time | None:
+        """The last matching time of day at or before second ``upto`` of the day."""
+        if upto < 0:
+            return None
+        hour, rest = divmod(upto, 3600)
+        minute, second = divmod(rest, 60)
+        hours, minutes, seconds = self.hours, self.minutes, self.seconds
+        i = bisect.bisect_right(hours, hour) - 1
+        if i < 0:
+            return None
+        if hours[i] < hour:
+            return time(hours[i], minutes[-1], seconds[-1])
+        j = bisect.bisect_right(minutes, minute) - 1
+        if j >= 0:
+            if minutes[j] < minute:
+                return time(hour, minutes[j], seconds[-1])
+            k = bisect.bisect_right(seconds, second) - 1
+            if k >= 0:
+                return time(hour, minute, seconds[k])
+            if j >= 1:
+                return time(hour, minutes[j - 1], seconds[-1])
+        if i >= 1:
+            return time(hours[i - 1], minutes[-1], seconds[-1])
+        return None
 
     def _first_tod_after(self, after: int) -> time | None:
         """The first matching time of day strictly after second ``after`` of the day."""
@@ -242,6 +301,8 @@ class _Cron:
 
     def last_before(self, start: datetime) -> datetime:
         """The last matching naive time strictly before ``start``."""
+        if self._simple_days:
+            return self.prev_naive(start)
         with self._lock:
             self._shared.set_current(start, force=True)
             wall: datetime = self._shared.get_prev(datetime)
@@ -289,6 +350,9 @@ class _Cron:
                 total += upper - lower
             day += timedelta(days=1)
         return total
+
+
+_DAY_SECONDS = 86_400
 
 
 def _seconds_of_day(t: datetime) -> int:

@@ -22,6 +22,7 @@ Hand-written: no library offers a versioned cache of this store's objects.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 from cronloop.controllers.objects import ResourceT, typed
@@ -186,6 +187,27 @@ class CachedStore:
                 del self._typed[next(iter(self._typed))]
             self._typed[key] = (obj.uid, obj.resource_version, resource)
         return resource
+
+    async def write_status(self, current: StoredObject, resource: ResourceT) -> StoredObject:
+        """Write ``resource``'s status over ``current`` (compare-and-set) and keep ``resource``
+        as the typed model of the new version, which saves validating it again: a status
+        write changes nothing else but the resource version."""
+        # Only the status is written, so only the status is dumped (not the whole resource).
+        version = max(current.resource_version, resource.metadata.resource_version or 0)
+        status = resource.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        stored = await self.update_status(
+            dataclasses.replace(current, status=status, resource_version=version)
+        )
+        if stored.uid == current.uid and stored.generation == resource.metadata.generation:
+            metadata = resource.metadata.model_copy(
+                update={"resource_version": stored.resource_version}
+            )
+            self._typed[(stored.kind, stored.name)] = (
+                stored.uid,
+                stored.resource_version,
+                resource.model_copy(update={"metadata": metadata}),
+            )
+        return stored
 
     # ---- reads ------------------------------------------------------------------------------
 

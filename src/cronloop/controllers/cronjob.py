@@ -37,6 +37,7 @@ from cronloop.api import (
     ObjectMeta,
     ObjectRef,
     Phase,
+    PhaseCounts,
     SkipReason,
     plan_for_cronjob,
     run_name,
@@ -273,8 +274,16 @@ class CronJobController:
         return outcome
 
     def _run(self, obj: StoredObject, cronjob: CronJob, scheduled: datetime) -> StoredObject:
-        """The Job for ``scheduled``, ready to create."""
-        return self._record(obj, cronjob, scheduled, JobStatus())
+        """The Job for ``scheduled``, ready to create.
+
+        It starts now, with every target pending: the status its Job controller would
+        otherwise write right after the fan-out, one write per run saved.
+        """
+        status = JobStatus(start_time=self._clock.now())
+        with contextlib.suppress(ValueError):  # selector targets: counted at fan-out
+            pending = len(cronjob.spec.job_template.targets.resolve())
+            status = status.model_copy(update={"counts": PhaseCounts(pending=pending)})
+        return self._record(obj, cronjob, scheduled, status)
 
     def _skip_record(
         self, obj: StoredObject, cronjob: CronJob, scheduled: datetime, reason: str, message: str
@@ -372,7 +381,7 @@ class CronJobController:
         if new == status:
             return obj.resource_version, cursor
         updated = cronjob.model_copy(update={"status": new})
-        stored = await self._store.update_status(replacing(obj, updated))
+        stored = await self._store.write_status(obj, updated)
         return stored.resource_version, cursor
 
     async def _prune(self, cronjob: CronJob, runs: list[StoredObject]) -> None:

@@ -52,7 +52,7 @@ from cronloop.controllers.cache import CachedStore
 from cronloop.controllers.clock import Clock
 from cronloop.controllers.cronjob import CANCEL_ANNOTATION, GUARANTEE_ANNOTATION
 from cronloop.controllers.longrunning import LongRunningDetector
-from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL, replacing, to_stored
+from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL, to_stored
 from cronloop.runtimes import (
     AttemptReport,
     AttemptSpec,
@@ -557,7 +557,7 @@ class JobController:
                 "completion_time": now,
             }
         )
-        await self._store.update_status(replacing(obj, job.model_copy(update={"status": status})))
+        await self._store.write_status(obj, job.model_copy(update={"status": status}))
 
     async def _write_job_status(
         self,
@@ -582,14 +582,13 @@ class JobController:
             update["message"] = f"{done} of {len(phases)} targets succeeded"
         status: JobStatus = job.status.model_copy(update=update)
         if status != job.status:
-            await self._store.update_status(
-                replacing(obj, job.model_copy(update={"status": status}))
-            )
+            await self._store.write_status(obj, job.model_copy(update={"status": status}))
 
     async def _write_subjob(self, sub: SubJob, status: SubJobStatus) -> SubJob:
-        stored = await self._store.update_status(
-            to_stored(sub.model_copy(update={"status": status}))
-        )
+        current = self._store.cache.get("SubJob", sub.metadata.name)
+        if current is None or current.resource_version != sub.metadata.resource_version:
+            current = to_stored(sub)
+        stored = await self._store.write_status(current, sub.model_copy(update={"status": status}))
         self.own_writes[stored.name] = stored.resource_version
         return self._store.typed(stored, SubJob)
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import functools
 import os
 import sqlite3
@@ -72,6 +71,8 @@ Synchronous = Literal["NORMAL", "FULL"]
 """SQLite ``PRAGMA synchronous`` levels the store accepts (both are safe in WAL mode)."""
 
 _WATCH_PAGE = 500
+#: Recent local commits kept for watchers (a watcher further behind reads the database).
+_RECENT_EVENTS = 8192
 
 
 def _enter_wal(cursor: Any, within: float) -> None:
@@ -183,6 +184,10 @@ class SQLiteStore(Store):
         self._loop = asyncio.get_running_loop()
         self._closed = False
         self._changed = asyncio.Event()
+        #: This store's own recent commits by revision (a watch cache, like etcd's): watchers
+        #: take them from memory instead of reading back and decoding what was just written.
+        self._recent: dict[int, WatchEvent] = {}
+        self._recent_top = 0
         url = URL.create("sqlite", database=str(self.path))
         self._write_engine = self._engine(url, pool_size=1, begin="BEGIN IMMEDIATE")
         self._read_engine = self._engine(url, pool_size=readers, begin="BEGIN")
@@ -244,6 +249,24 @@ class SQLiteStore(Store):
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    def _remember(self, event_type: EventType, objs: Iterable[StoredObject]) -> None:
+        """Keep committed changes for the watchers (runs before the writer's await returns).
+
+        A change left out (a writer cancelled before it got here) is a gap: watchers read
+        that stretch from the database, as they do for other processes' writes, when a later
+        change shows the gap or at the next poll (``poll_interval``), whichever comes first.
+        """
+        recent = self._recent
+        for obj in objs:
+            revision = obj.resource_version
+            recent[revision] = WatchEvent(event_type, obj, revision)
+            self._recent_top = max(self._recent_top, revision)
+        while len(recent) > _RECENT_EVENTS:
+            del recent[next(iter(recent))]
+        # The commit already woke the watchers, possibly before this ran: wake them again so
+        # none waits for the poll with these changes in memory.
+        self._wake()
+
     def _in_read_txn(self, fn: Callable[[Connection], T]) -> T:
         with self._read_engine.connect() as conn, conn.begin():
             return fn(conn)
@@ -300,7 +323,9 @@ class SQLiteStore(Store):
         if not rows:
             return []
         stored = await self._write(lambda conn: _ops.create_rows(conn, rows, labels, self._now()))
-        return [row_to_object(row) for row in stored]
+        created = [row_to_object(row) for row in stored]
+        self._remember(EventType.ADDED, created)
+        return created
 
     async def update(
         self, obj: StoredObject, *, expected_version: int | None = None
@@ -318,7 +343,23 @@ class SQLiteStore(Store):
         self, requests: list[_ops.UpdateRequest], labels: list[Mapping[str, str] | None]
     ) -> StoredObject:
         rows = await self._write(lambda conn: _ops.update_rows(conn, requests, labels, self._now()))
-        return row_to_object(rows[0])
+        return self._updated(requests, rows)[0]
+
+    def _updated(
+        self, requests: Sequence[_ops.UpdateRequest], rows: Sequence[Row]
+    ) -> builtins.list[StoredObject]:
+        """The stored objects of an update, remembering those it changed (a write that
+        changed nothing kept its version)."""
+        result = [row_to_object(row) for row in rows]
+        self._remember(
+            EventType.MODIFIED,
+            (
+                obj
+                for obj, request in zip(result, requests, strict=True)
+                if obj.resource_version != request.expected_version
+            ),
+        )
+        return result
 
     async def update_many(
         self, objs: Sequence[StoredObject], *, status: bool = False
@@ -341,14 +382,19 @@ class SQLiteStore(Store):
         if not requests:
             return []
         rows = await self._write(lambda conn: _ops.update_rows(conn, requests, labels, self._now()))
-        return [row_to_object(row) for row in rows]
+        return self._updated(requests, rows)
 
     async def apply(self, obj: StoredObject) -> StoredObject:
         row = validated_row(obj)
         row["uid"] = new_uid()
         labels = dict(obj.labels)
         stored = await self._write(lambda conn: _ops.apply_row(conn, row, labels, self._now()))
-        return row_to_object(stored)
+        applied = row_to_object(stored)
+        # Created, changed or untouched: not told apart here, so watchers read this stretch
+        # from the database (a gap up to the object's revision).
+        self._recent_top = max(self._recent_top, applied.resource_version)
+        self._wake()
+        return applied
 
     async def delete(
         self, kind: str, name: str, *, expected_version: int | None = None
@@ -357,11 +403,17 @@ class SQLiteStore(Store):
         if expected_version is not None:
             _positive("expected_version", expected_version)
         gone = await self._write(lambda conn: _ops.delete_tree(conn, kind, name, expected_version))
-        return row_to_object(gone[-1])
+        deleted = [row_to_object(row) for row in gone]
+        self._remember(EventType.DELETED, deleted)
+        return deleted[-1]
 
     async def compact(self, before_revision: int) -> int:
         _positive("before_revision", before_revision)
-        return await self._write(lambda conn: _ops.compact(conn, before_revision))
+        removed = await self._write(lambda conn: _ops.compact(conn, before_revision))
+        # Compacted history is gone from memory too: a watcher behind it must get Expired.
+        for revision in [r for r in self._recent if r < before_revision]:
+            del self._recent[revision]
+        return removed
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -423,10 +475,24 @@ class SQLiteStore(Store):
             from_revision = await self.current_revision()
         _positive("from_revision", from_revision, allow_zero=True)
         last = from_revision
+        read_db = True
         while True:
             self._check_open()
             # Taken before the read: a commit after the read sets this very event.
             changed = self._changed
+            # The database is read at the start (which also checks compaction), at every
+            # poll (for other processes' writes), and when memory has a gap (another
+            # process's write, or one not remembered); else this store's own commits are
+            # taken from memory.
+            if not read_db:
+                recent = self._recent
+                while (cached := recent.get(last + 1)) is not None:
+                    last += 1
+                    if kind_filter is None or cached.object.kind in kind_filter:
+                        yield cached
+                if last >= self._recent_top:
+                    read_db = not await self._wait_changed(changed)
+                    continue
             rows, revision, compacted_before = await self._read(
                 functools.partial(
                     _ops.events_after, after=last, kinds=kind_filter, limit=_WATCH_PAGE
@@ -441,9 +507,16 @@ class SQLiteStore(Store):
                 continue
             # Everything up to `revision` was in this snapshot; skip other kinds' events.
             last = max(last, revision)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_interval):
-                    await changed.wait()
+            read_db = not await self._wait_changed(changed)
+
+    async def _wait_changed(self, changed: asyncio.Event) -> bool:
+        """Wait for a local commit (True) or the poll interval (False)."""
+        try:
+            async with asyncio.timeout(self._poll_interval):
+                await changed.wait()
+        except TimeoutError:
+            return False
+        return True
 
     # ---- lifecycle ------------------------------------------------------------------------
 
