@@ -76,6 +76,40 @@ async def test_concurrent_writers_are_seen_in_order_without_gaps(
     assert _replay({}, seen) == {o.name: o for o in listed.items}
 
 
+@pytest.mark.parametrize("seed", range(3))
+async def test_a_live_watcher_gets_local_and_foreign_writes_in_order(
+    open_store: OpenStore, seed: int
+) -> None:
+    """Local commits come from the store's memory, the other store's from the database: the
+    live feed must still be every revision once, in order."""
+    one, two = await open_store(), await open_store()
+    seen: list[WatchEvent] = []
+    progressed = asyncio.Event()
+
+    async def watch() -> None:
+        async for event in one.watch(from_revision=0):
+            seen.append(event)
+            progressed.set()
+
+    watcher = asyncio.ensure_future(watch())
+    rng = random.Random(seed)
+    try:
+        async with asyncio.timeout(30):
+            await asyncio.gather(
+                _random_writes(one, random.Random(rng.random()), 40, "a"),
+                _random_writes(two, random.Random(rng.random()), 40, "c"),
+            )
+            final = await one.current_revision()
+            while not seen or seen[-1].revision < final:
+                progressed.clear()
+                await progressed.wait()
+    finally:
+        watcher.cancel()
+    _assert_exact_sequence(seen, 1, final)
+    listed = await one.list("Job")
+    assert _replay({}, seen) == {o.name: o for o in listed.items}
+
+
 async def test_every_store_sees_the_same_feed(open_store: OpenStore) -> None:
     one, two = await open_store(), await open_store()
     feeds = [

@@ -374,3 +374,17 @@ async def test_external_cancellation_of_workers_cancels_pending_handles() -> Non
     assert workers[0].cancelled()
     assert queued.cancelled()
     assert looper.statistics().closed
+
+
+async def test_slow_dispatches_are_all_counted_but_logged_sparingly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with KeyedLooper[str](slow_dispatch_threshold=1.0) as looper:
+        with caplog.at_level(logging.WARNING, logger="cronloop.sync.looper"):
+            for key in ("a", "b", "c"):
+                looper.post(key, asyncio.sleep, 2)  # 2 s of (fake) loop time each
+            async with asyncio.timeout(10):
+                await looper.wait_idle()
+    assert looper.statistics().slow_dispatches == 3
+    # One line: the other two came within the 10 s (real time) between log lines.
+    assert sum("slow dispatch" in r.getMessage() for r in caplog.records) == 1

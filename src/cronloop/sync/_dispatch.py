@@ -41,6 +41,9 @@ _CANCELLED = 4
 
 #: Handlers run back to back before the consumer yields to the event loop.
 _BATCH = 256
+#: Slow dispatches are logged at most once per this many seconds (the rest are counted and
+#: the count is given with the next line): under load every handler that waits on I/O is slow.
+_SLOW_LOG_INTERVAL = 10.0
 
 
 class LooperClosed(RuntimeError):
@@ -314,6 +317,8 @@ class _Dispatcher(_Owner):
         self._failed = 0
         self._cancelled = 0
         self._slow_dispatches = 0
+        self._slow_unlogged = 0
+        self._slow_log_after = -math.inf
         self._slow_deliveries = 0
         self._delivery_lagging = False
         # Posts from other threads land here (deque.append is atomic) and one coalesced
@@ -500,11 +505,18 @@ class _Dispatcher(_Owner):
 
     def _slow_dispatch_seen(self, fn: Callable[..., Any], took: float) -> None:
         self._slow_dispatches += 1
+        now = time.monotonic()
+        if now < self._slow_log_after:
+            self._slow_unlogged += 1
+            return
+        self._slow_log_after = now + _SLOW_LOG_INTERVAL
+        unlogged, self._slow_unlogged = self._slow_unlogged, 0
         logger.warning(
-            "slow dispatch on looper %r: handler %s took %.1f ms",
+            "slow dispatch on looper %r: handler %s took %.1f ms%s",
             self._name,
             _describe(fn),
             took * 1000,
+            f" ({unlogged} more slow ones not logged since the last)" if unlogged else "",
         )
 
     def _check_delivery(self, fn: Callable[..., Any], lag: float) -> None:

@@ -88,9 +88,11 @@ class Looper(_Dispatcher, Generic[C]):
     exit by exception drops them: ``quit``), or ``start()`` / ``quit*()`` / ``wait_closed()``.
 
     ``post*`` and ``Handle.cancel`` may be called from any thread. ``slow_dispatch_threshold``
-    (seconds) logs and counts handlers that run longer; ``slow_delivery_threshold`` does the
-    same for handlers that start late. ``on_error(handle, exc)`` is called for each failing
-    handler after it is logged. Times are the event loop's (``loop.time()``).
+    (seconds) counts handlers that run longer and logs them (at most one line per 10 s, with
+    the count of those not logged); ``slow_delivery_threshold`` does the same for handlers
+    that start late (the first of each backlog is logged). ``on_error(handle, exc)`` is
+    called for each failing handler after it is logged. Times are the event loop's
+    (``loop.time()``).
     """
 
     @overload

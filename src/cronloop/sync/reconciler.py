@@ -229,6 +229,10 @@ class Controller(Generic[K]):
                 await self._reconcile_one(key)
             finally:
                 queue.done(key)
+            # Let the rest of the loop in between reconciles: one that never suspends (its
+            # reads all answered from memory) would otherwise run a queue of 100,000 keys
+            # back to back, with every timer, report and request waiting behind it.
+            await asyncio.sleep(0)
 
     async def _reconcile_one(self, key: K) -> None:
         metrics = self._metrics
