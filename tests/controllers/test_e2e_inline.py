@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
-from cronloop.api import Phase
+from cronloop.api import Job, JobStatus, ObjectMeta, ObjectRef, Phase
+from cronloop.controllers import CRONJOB_LABEL, to_stored
 
 from .harness import START, running_stack
 
@@ -51,3 +53,44 @@ async def test_cronjob_fires_fans_out_and_succeeds(tmp_path: Path) -> None:
         assert cronjob.status.started_runs >= 3
         assert cronjob.status.last_schedule_time is not None
         assert cronjob.status.last_schedule_time >= START
+
+
+HISTORY_OF_ONE = """
+apiVersion: cronloop.dev/v1
+kind: CronJob
+metadata: {name: tidy}
+spec:
+  schedule: "0 * * * * *"
+  successfulJobsHistoryLimit: 1
+  jobTemplate:
+    main: {runtime: inline, callable: "cronloop.demos.jobs:heartbeat", kwargs: {message: hi}}
+"""
+
+
+@pytest.mark.looptime(start=0)
+async def test_history_keeps_the_newest_run_even_when_it_was_triggered_by_hand(
+    tmp_path: Path,
+) -> None:
+    async with running_stack(tmp_path) as stack:
+        await stack.apply(HISTORY_OF_ONE)
+
+        async def one_done() -> bool:
+            return any(j.status.phase is Phase.SUCCEEDED for j in await stack.jobs("tidy"))
+
+        await stack.wait_for(one_done, within=120)
+        await asyncio.sleep(1)  # fake time: the manual run is created a second later
+        cronjob = await stack.cronjob("tidy")
+        # What `cronloop trigger` creates: a run of the CronJob with no scheduled time.
+        manual = Job(
+            metadata=ObjectMeta(name="tidy-manual-1", labels={CRONJOB_LABEL: "tidy"}),
+            spec=cronjob.spec.job_template,
+            status=JobStatus(cron_job=ObjectRef(name="tidy", uid=cronjob.metadata.uid)),
+        )
+        await stack.store.create(to_stored(manual, owner_uid=cronjob.metadata.uid))
+        await stack.wait_job("tidy-manual-1", within=120)
+
+        async def only_manual_kept() -> bool:
+            done = [j for j in await stack.jobs("tidy") if j.status.phase is Phase.SUCCEEDED]
+            return [j.metadata.name for j in done] == ["tidy-manual-1"]
+
+        await stack.wait_for(only_manual_kept, within=30)

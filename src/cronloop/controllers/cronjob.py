@@ -24,7 +24,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from cronloop.api import (
     ConcurrencyPolicy,
@@ -75,6 +75,7 @@ SKIPPED_HISTORY_LIMIT = 10
 _WAIT_RECHECK_SECONDS = 5.0
 
 _CAS_TRIES = 20
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FAILED_PHASES = frozenset({Phase.FAILED, Phase.TIMED_OUT, Phase.LOST, Phase.CANCELLED})
 
 
@@ -401,7 +402,11 @@ class CronJobController:
             "skipped": SKIPPED_HISTORY_LIMIT,
         }
         for group, members in groups.items():
-            members.sort(key=lambda r: (r.status.get("scheduledTime") or "", r.name))
+            # Oldest first by creation: a run triggered by hand has no scheduled time and
+            # must not count as the oldest (it was pruned right after it finished).
+            members.sort(
+                key=lambda r: (r.created_at or _EPOCH, r.status.get("scheduledTime") or "", r.name)
+            )
             for old in members[: max(0, len(members) - limits[group])]:
                 with contextlib.suppress(NotFound):
                     await self._store.delete("Job", old.name)
