@@ -17,6 +17,7 @@ import gc
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from bench.harness import Comparison, Measurement
 from cronloop.sync.ratelimit import ItemExponentialFailureRateLimiter
@@ -239,68 +240,88 @@ def _measured(subject: str, m: Measurement) -> Measurement:
     return Measurement(subject, m.samples)
 
 
+@dataclass(frozen=True)
+class _Row:
+    """One comparison: what is measured, by which pair of benches, on how many items."""
+
+    name: str
+    metric: str
+    ours: Bench
+    base: Bench
+    subject: str
+    baseline: str
+    notes: str
+    delayed: bool = False
+    target: float | None = None
+
+
 async def run(quick: bool) -> list[Comparison]:
     """Measure every row; ``quick`` uses fewer runs and smaller sizes."""
     runs = 3 if quick else 7
     n = 20_000 if quick else 200_000
     n_delay = 10_000 if quick else 100_000
-    rows: list[Comparison] = []
-
-    ours, base = await _compare(runs, n, wq_cycles, aq_cycles)
-    rows.append(
-        Comparison(
-            name="add+get+done, 1 worker",
-            metric="cycles/s",
-            unit="ops/s",
-            cronloop=_measured("WorkQueue", ours),
-            baseline=_measured("asyncio.Queue put/get/task_done", base),
+    table = [
+        _Row(
+            "add+get+done, 1 worker",
+            "cycles/s",
+            wq_cycles,
+            aq_cycles,
+            "WorkQueue",
+            "asyncio.Queue put/get/task_done",
+            f"{n:,} unique keys queued, then taken by one worker (no suspension).",
             target=300_000,
-            target_absolute=True,
-            notes=f"{n:,} unique keys queued, then taken by one worker (no suspension).",
+        ),
+        _Row(
+            "add+get+done, worker waits",
+            "cycles/s",
+            wq_handover,
+            aq_handover,
+            "WorkQueue",
+            "asyncio.Queue put/get/task_done",
+            "producer adds one key and yields; the worker is blocked in get each time.",
+        ),
+        _Row(
+            "dedup-heavy adds",
+            "adds/s",
+            wq_dedup,
+            aq_dedup,
+            "WorkQueue",
+            "asyncio.Queue + pending set",
+            f"{_DEDUP_KEYS} keys each added {_DEDUP_REPEAT}x per round, then drained.",
+        ),
+        _Row(
+            f"add_after {n_delay:,} keys",
+            "keys/s",
+            wq_add_after,
+            call_at_add_after,
+            "DelayingQueue (one heap, one timer)",
+            "loop.call_at per key",
+            "delays uniform in 0-2 ms; time until every key is handed out / fired.",
+            delayed=True,
+        ),
+        _Row(
+            "rate-limited requeue",
+            "get+add_rate_limited+done",
+            wq_rate_limited,
+            hand_rolled_rate_limited,
+            "RateLimitingQueue (exponential)",
+            "asyncio.Queue + dict + call_at backoff",
+            "1,000 keys, every get fails and is requeued with backoff 1 µs..100 µs.",
+        ),
+    ]
+    rows: list[Comparison] = []
+    for row in table:
+        ours, base = await _compare(runs, n_delay if row.delayed else n, row.ours, row.base)
+        rows.append(
+            Comparison(
+                name=row.name,
+                metric=row.metric,
+                unit="ops/s",
+                cronloop=_measured(row.subject, ours),
+                baseline=_measured(row.baseline, base),
+                target=row.target,
+                target_absolute=row.target is not None,
+                notes=row.notes,
+            )
         )
-    )
-    ours, base = await _compare(runs, n, wq_handover, aq_handover)
-    rows.append(
-        Comparison(
-            name="add+get+done, worker waits",
-            metric="cycles/s",
-            unit="ops/s",
-            cronloop=_measured("WorkQueue", ours),
-            baseline=_measured("asyncio.Queue put/get/task_done", base),
-            notes="producer adds one key and yields; the worker is blocked in get each time.",
-        )
-    )
-    ours, base = await _compare(runs, n, wq_dedup, aq_dedup)
-    rows.append(
-        Comparison(
-            name="dedup-heavy adds",
-            metric="adds/s",
-            unit="ops/s",
-            cronloop=_measured("WorkQueue", ours),
-            baseline=_measured("asyncio.Queue + pending set", base),
-            notes=f"{_DEDUP_KEYS} keys each added {_DEDUP_REPEAT}x per round, then drained.",
-        )
-    )
-    ours, base = await _compare(runs, n_delay, wq_add_after, call_at_add_after)
-    rows.append(
-        Comparison(
-            name=f"add_after {n_delay:,} keys",
-            metric="keys/s",
-            unit="ops/s",
-            cronloop=_measured("DelayingQueue (one heap, one timer)", ours),
-            baseline=_measured("loop.call_at per key", base),
-            notes="delays uniform in 0-2 ms; time until every key is handed out / fired.",
-        )
-    )
-    ours, base = await _compare(runs, n, wq_rate_limited, hand_rolled_rate_limited)
-    rows.append(
-        Comparison(
-            name="rate-limited requeue",
-            metric="get+add_rate_limited+done",
-            unit="ops/s",
-            cronloop=_measured("RateLimitingQueue (exponential)", ours),
-            baseline=_measured("asyncio.Queue + dict + call_at backoff", base),
-            notes="1,000 keys, every get fails and is requeued with backoff 1 µs..100 µs.",
-        )
-    )
     return rows
