@@ -10,9 +10,11 @@ from cronloop.store import (
     AlreadyExists,
     Conflict,
     EventType,
+    InvalidObject,
     NotFound,
     Store,
     StoredObject,
+    new_uid,
 )
 from tests.store.helpers import collect, job
 
@@ -132,3 +134,37 @@ async def test_update_many_skips_items_that_change_nothing(store: Store) -> None
     )
     assert [o.resource_version for o in result] == [1, 5, 3, 6]
     assert await store.current_revision() == 6
+
+
+async def test_kept_uids_let_a_batch_hold_an_owner_and_what_it_owns(store: Store) -> None:
+    run = replace(job("run"), uid=new_uid())
+    subs = [StoredObject("SubJob", f"run-{t}", owner_uid=run.uid, uid=new_uid()) for t in "ab"]
+    stored = await store.create_many([run, *subs], keep_uids=True)
+    assert [o.uid for o in stored] == [run.uid, *(s.uid for s in subs)]
+    assert [o.owner_uid for o in stored[1:]] == [run.uid, run.uid]
+    # The cascade knows them as owned.
+    await store.delete("Job", "run")
+    assert (await store.list("SubJob")).items == []
+
+
+async def test_kept_uids_are_checked_and_nothing_is_written(store: Store) -> None:
+    owner = replace(job("owner"), uid=new_uid())
+    owned = StoredObject("SubJob", "owned", owner_uid=owner.uid, uid=new_uid())
+    with pytest.raises(InvalidObject, match="owner comes after it"):
+        await store.create_many([owned, owner], keep_uids=True)
+    with pytest.raises(InvalidObject, match="uid"):
+        await store.create_many([replace(job("bad"), uid="not-a-uuid")], keep_uids=True)
+    with pytest.raises(AlreadyExists):
+        await store.create_many([owner, replace(job("twin"), uid=owner.uid)], keep_uids=True)
+    created = await store.create(job("first"))
+    with pytest.raises(AlreadyExists, match="uid"):
+        await store.create_many([replace(job("second"), uid=created.uid)], keep_uids=True)
+    assert [o.name for o in (await store.list("Job")).items] == ["first"]
+    assert (await store.list("SubJob")).items == []
+
+
+async def test_without_keep_uids_a_batch_owner_is_not_found(store: Store) -> None:
+    owner = replace(job("owner"), uid=new_uid())
+    owned = StoredObject("SubJob", "owned", owner_uid=owner.uid)
+    with pytest.raises(NotFound):
+        await store.create_many([owner, owned])

@@ -37,6 +37,8 @@ from cronloop.controllers.cronjob import (
     GUARANTEE_ANNOTATION,
     SKIPPED_HISTORY_LIMIT,
     CronJobController,
+    FanOutPlan,
+    RunStarter,
     job_phase,
 )
 from cronloop.controllers.job import (
@@ -92,6 +94,7 @@ __all__ = [
     "CronJobController",
     "Delay",
     "DurationHistory",
+    "FanOutPlan",
     "HostLoad",
     "HostSampler",
     "JobController",
@@ -104,6 +107,7 @@ __all__ = [
     "ObjectCache",
     "PsutilSampler",
     "ResourceT",
+    "RunStarter",
     "Skip",
     "SystemClock",
     "Threshold",

@@ -242,8 +242,10 @@ class CachedStore:
         self.cache.observe(stored)
         return stored
 
-    async def create_many(self, objs: Sequence[StoredObject]) -> builtins.list[StoredObject]:
-        stored = await self.store.create_many(objs)
+    async def create_many(
+        self, objs: Sequence[StoredObject], *, keep_uids: bool = False
+    ) -> builtins.list[StoredObject]:
+        stored = await self.store.create_many(objs, keep_uids=keep_uids)
         for obj in stored:
             self.cache.observe(obj)
         return stored

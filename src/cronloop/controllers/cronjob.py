@@ -21,10 +21,12 @@ with their reason, and all of them in the CronJob's counters.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from cronloop.api import (
     ConcurrencyPolicy,
@@ -50,8 +52,9 @@ from cronloop.controllers.objects import (
     replacing,
     run_unique_key,
     to_stored,
+    typed,
 )
-from cronloop.store import AlreadyExists, Conflict, NotFound, StoredObject
+from cronloop.store import AlreadyExists, Conflict, NotFound, StoredObject, new_uid
 from cronloop.sync import Result
 
 __all__ = [
@@ -59,6 +62,8 @@ __all__ = [
     "GUARANTEE_ANNOTATION",
     "SKIPPED_HISTORY_LIMIT",
     "CronJobController",
+    "FanOutPlan",
+    "RunStarter",
     "job_phase",
 ]
 
@@ -93,6 +98,25 @@ def job_phase(obj: StoredObject) -> Phase:
     return Phase(obj.status.get("phase", Phase.PENDING.value))
 
 
+@dataclass(frozen=True)
+class FanOutPlan:
+    """A run's sub-jobs, ready to be created right after the run in its transaction."""
+
+    #: The SubJobs, each with its first attempt recorded and a uid of its own.
+    objects: list[StoredObject]
+    #: How to start each first attempt once created (the Job controller's own business).
+    starts: tuple[object, ...]
+
+
+class RunStarter(Protocol):
+    """Fans a new run out and starts it (the Job controller), so that a run, its sub-jobs
+    and their first attempts are created in one transaction and started right after it."""
+
+    def plan_fan_out(self, obj: StoredObject, job: Job) -> FanOutPlan | None: ...
+
+    async def start_planned(self, plan: FanOutPlan, created: Sequence[StoredObject]) -> object: ...
+
+
 @dataclass
 class _Outcome:
     """What one reconcile decided, before it is written."""
@@ -119,6 +143,9 @@ class CronJobController:
         self._store = store
         self._clock = clock
         self._admission = admission
+        #: Set by the manager: creates runs with their sub-jobs and starts them at once. Without
+        #: it, a run's Job controller fans it out after seeing it in the change feed.
+        self.starter: RunStarter | None = None
         #: The resource version each CronJob had when its last reconcile finished (its own
         #: status write included). Such a CronJob has nothing new to look at: its next time is
         #: already waiting on the delaying queue, so the manager need not enqueue it again for
@@ -317,13 +344,17 @@ class CronJobController:
     # ---- writing ----------------------------------------------------------------------------
 
     async def _create_runs(self, creates: list[StoredObject]) -> list[StoredObject]:
+        """Create runs and skip records in one transaction; with a starter, each run's
+        sub-jobs and first attempts too, started once that transaction is committed."""
         if not creates:
             return []
+        batch, plans = self._with_fan_outs(creates)
         try:
-            return await self._store.create_many(creates)
+            stored = await self._store.create_many(batch, keep_uids=True)
         except AlreadyExists:
             # Another writer created some of them between our read and this write: create the
-            # rest one by one; a clash now means that run exists, which is what we want.
+            # rest one by one (their Job controller fans them out); a clash now means that run
+            # exists, which is what we want.
             created = []
             for run in creates:
                 try:
@@ -331,6 +362,34 @@ class CronJobController:
                 except AlreadyExists:
                     logger.info("run %s already exists; not creating it again", run.name)
             return created
+        runs = [obj for obj in stored if obj.kind == "Job"]
+        if self.starter is not None:
+            position = 0
+            for plan in plans:
+                position += 1  # the run itself
+                if plan is not None:
+                    subjobs = stored[position : position + len(plan.objects)]
+                    position += len(plan.objects)
+                    await self.starter.start_planned(plan, subjobs)
+        return runs
+
+    def _with_fan_outs(
+        self, creates: list[StoredObject]
+    ) -> tuple[list[StoredObject], list[FanOutPlan | None]]:
+        """The objects to create (each run followed by its sub-jobs), all with uids, and
+        each run's plan (None for skip records and runs fanned out later)."""
+        batch: list[StoredObject] = []
+        plans: list[FanOutPlan | None] = []
+        for obj in creates:
+            run = dataclasses.replace(obj, uid=new_uid())
+            plan = None
+            if self.starter is not None and job_phase(run) is not Phase.SKIPPED:
+                plan = self.starter.plan_fan_out(run, typed(run, Job))
+            batch.append(run)
+            plans.append(plan)
+            if plan is not None:
+                batch.extend(plan.objects)
+        return batch, plans
 
     async def _request_cancel(self, run: StoredObject, reason: str) -> None:
         """Ask the Job controller to cancel ``run`` (an annotation; compare-and-set, retried)."""

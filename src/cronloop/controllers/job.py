@@ -22,11 +22,13 @@ run does not.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from cronloop.api import (
     Attempt,
@@ -50,7 +52,7 @@ from cronloop.api import (
 )
 from cronloop.controllers.cache import CachedStore
 from cronloop.controllers.clock import Clock
-from cronloop.controllers.cronjob import CANCEL_ANNOTATION, GUARANTEE_ANNOTATION
+from cronloop.controllers.cronjob import CANCEL_ANNOTATION, GUARANTEE_ANNOTATION, FanOutPlan
 from cronloop.controllers.longrunning import LongRunningDetector
 from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL, to_stored
 from cronloop.runtimes import (
@@ -223,6 +225,31 @@ class JobController:
         compare-and-set folded into the fan-out: nobody else can have dispatched a sub-job that
         did not exist, and a crash before the start leaves the attempt on record for recovery.
         """
+        plan = self._plan(obj, job)
+        stored = await self._store.create_many(plan.objects)
+        return await self.start_planned(plan, stored)
+
+    def plan_fan_out(self, obj: StoredObject, job: Job) -> FanOutPlan | None:
+        """The sub-jobs of the run ``job`` (stored as ``obj``, whose uid is set), each with its
+        first attempt recorded and a uid of its own, for the run's creator to write in the
+        run's own transaction; ``None`` when the targets are only known at run time."""
+        try:
+            return self._plan(obj, job)
+        except ValueError:
+            return None  # a selector: the Job's reconcile fails it with InvalidTargets
+
+    async def start_planned(
+        self, plan: FanOutPlan, created: Sequence[StoredObject]
+    ) -> list[SubJob]:
+        """Start the first attempts of sub-jobs created from ``plan`` (in the same order)."""
+        subjobs = []
+        for stored, start in zip(created, plan.starts, strict=True):
+            self.own_writes[stored.name] = stored.resource_version
+            sub = self._store.typed(stored, SubJob)
+            subjobs.append(await self._start(sub, cast(_Start, start)))
+        return subjobs
+
+    def _plan(self, obj: StoredObject, job: Job) -> FanOutPlan:
         spec = job.spec
         targets = spec.targets.resolve()
         name = job.metadata.name
@@ -242,13 +269,10 @@ class JobController:
             )
             first = StepName.PREPARE if spec.prepare is not None else StepName.MAIN
             status, start = self._record_attempt(job, sub, first, 1)
-            objs.append(to_stored(sub.model_copy(update={"status": status}), owner_uid=obj.uid))
+            stored = to_stored(sub.model_copy(update={"status": status}), owner_uid=obj.uid)
+            objs.append(dataclasses.replace(stored, uid=new_uid()))
             starts.append(start)
-        stored = await self._store.create_many(objs)
-        for created in stored:
-            self.own_writes[created.name] = created.resource_version
-        subjobs = [self._store.typed(o, SubJob) for o in stored]
-        return [await self._start(sub, start) for sub, start in zip(subjobs, starts, strict=True)]
+        return FanOutPlan(objects=objs, starts=tuple(starts))
 
     async def _drive(
         self, job: Job, sub: SubJob, guarantee: Guarantee, now: datetime

@@ -107,6 +107,8 @@ class Manager:
             rate_limiter=ItemExponentialFailureRateLimiter(FEED_BACKOFF_MIN, FEED_BACKOFF_MAX),
         )
         self.jobs.enqueue = self._job_loop.enqueue
+        # Runs are created with their sub-jobs and started by the CronJob controller itself.
+        self.cronjobs.starter = self.jobs
         self._events = 0
         self._resyncs = 0
         self._feed_errors = 0

@@ -170,17 +170,33 @@ def get_row_by_uid(conn: Connection, uid: str) -> Row | None:
 
 
 def _check_owners(conn: Connection, rows: Sequence[Row]) -> None:
-    owners = sorted({row["owner_uid"] for row in rows if row["owner_uid"] is not None})
+    # An owner earlier in the batch counts (its row is inserted first); a later one does not.
+    position = {row["uid"]: index for index, row in enumerate(rows)}
+    owners = sorted(
+        {
+            row["owner_uid"]
+            for row in rows
+            if row["owner_uid"] is not None and row["owner_uid"] not in position
+        }
+    )
     # A fan-out shares one owner, so this is usually a single point lookup.
     found = {uid for uid in owners if _OWNER_EXISTS.fetch(conn, {"uid": uid})}
-    for row in rows:
-        if row["owner_uid"] is not None and row["owner_uid"] not in found:
-            raise NotFound(
-                row["kind"],
-                row["name"],
-                uid=row["owner_uid"],
-                detail=f'owner_uid "{row["owner_uid"]}" names no stored object',
+    for index, row in enumerate(rows):
+        owner = row["owner_uid"]
+        if owner is None or owner in found:
+            continue
+        if owner in position:
+            if position[owner] < index:
+                continue
+            raise InvalidObject(
+                row["kind"], row["name"], "owner_uid", "its owner comes after it in the batch"
             )
+        raise NotFound(
+            row["kind"],
+            row["name"],
+            uid=owner,
+            detail=f'owner_uid "{owner}" names no stored object',
+        )
 
 
 def _raise_create_clash(conn: Connection, rows: Sequence[Row]) -> None:
@@ -203,12 +219,17 @@ def _raise_create_clash(conn: Connection, rows: Sequence[Row]) -> None:
                 objects.c.kind == kind, objects.c.unique_key.in_(keys)
             )
             key_owner: dict[str, str] = dict(conn.execute(key_query).all())
+            uid_query = select(objects.c.uid).where(objects.c.uid.in_([r["uid"] for r in chunk]))
+            taken = set(conn.execute(uid_query).scalars())
             for row in chunk:
                 if name_owner.get(row["name"], row["uid"]) != row["uid"]:
                     raise AlreadyExists(kind, row["name"])
                 key = row["unique_key"]
                 if key is not None and key_owner.get(key, row["uid"]) != row["uid"]:
                     raise AlreadyExists(kind, row["name"], field="unique_key", value=key)
+                if row["uid"] in taken and name_owner.get(row["name"]) != row["uid"]:
+                    # Only a kept uid can clash (a fresh one is random).
+                    raise AlreadyExists(kind, row["name"], field="uid", value=row["uid"])
 
 
 def create_rows(

@@ -60,17 +60,25 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def create_many(self, objs: Sequence[StoredObject]) -> builtins.list[StoredObject]:
+    async def create_many(
+        self, objs: Sequence[StoredObject], *, keep_uids: bool = False
+    ) -> builtins.list[StoredObject]:
         """Create every object of ``objs`` in one transaction: all of them or none.
 
-        Objects take consecutive revisions in the order given. Owners must already be stored
-        (uids are assigned on create), so a fan-out batch shares one stored owner. Returns
-        the stored objects in the same order. An empty batch writes nothing.
+        Objects take consecutive revisions in the order given. Returns the stored objects in
+        the same order. An empty batch writes nothing.
+
+        Owners must be stored already, unless ``keep_uids``: then every object keeps the
+        ``uid`` it carries (a fresh one from :func:`~cronloop.store.model.new_uid`), so a
+        batch can hold an owner and, after it, the objects it owns (a run and its sub-jobs
+        created in one transaction).
 
         :raises AlreadyExists: any object clashes with a stored one or with another object of
-            the batch; nothing was written.
-        :raises NotFound: an ``owner_uid`` names no stored object; nothing was written.
-        :raises InvalidObject: any object is malformed; nothing was written.
+            the batch (name, ``unique_key``, or a kept ``uid``); nothing was written.
+        :raises NotFound: an ``owner_uid`` names no stored object (nor an earlier object of
+            the batch); nothing was written.
+        :raises InvalidObject: any object is malformed (with ``keep_uids``: a missing or
+            malformed uid, or an owner placed after what it owns); nothing was written.
         """
 
     @abc.abstractmethod

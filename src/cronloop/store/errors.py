@@ -36,9 +36,9 @@ class NotFound(StoreError, LookupError):
 
 
 class AlreadyExists(StoreError):
-    """Raised by a create when (kind, name) or (kind, unique_key) is already taken.
+    """Raised by a create when (kind, name), (kind, unique_key) or a kept uid is taken.
 
-    ``field`` is ``"name"`` or ``"unique_key"``: the key that clashed.
+    ``field`` is ``"name"``, ``"unique_key"`` or ``"uid"``: the key that clashed.
     """
 
     def __init__(self, kind: str, name: str, *, field: str = "name", value: str = "") -> None:
@@ -47,6 +47,8 @@ class AlreadyExists(StoreError):
         self.field = field
         if field == "name":
             message = f'{kind} "{name}" already exists'
+        elif field == "uid":
+            message = f'{kind} "{name}": another object already has uid "{value}"'
         else:
             message = f'{kind} "{name}": another {kind} already has unique_key "{value}"'
         super().__init__(message)

@@ -31,6 +31,7 @@ import functools
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -95,6 +96,22 @@ def _enter_wal(cursor: Any, within: float) -> None:
                 raise
         time.sleep(delay)  # on a connecting thread, never on the event loop
         delay = min(delay * 2, 0.05)
+
+
+def _check_kept_uid(obj: StoredObject, earlier: set[str]) -> None:
+    """A uid the caller assigned: a UUID, unique in the batch, owners before what they own."""
+    try:
+        valid = str(uuid.UUID(obj.uid)) == obj.uid
+    except (ValueError, TypeError, AttributeError):
+        valid = False
+    if not valid:
+        raise InvalidObject(
+            obj.kind, obj.name, "uid", f"must be a lower-case UUID string, got {obj.uid!r}"
+        )
+    if obj.uid in earlier:
+        raise AlreadyExists(obj.kind, obj.name, field="uid", value=obj.uid)
+    if obj.owner_uid is not None and obj.owner_uid == obj.uid:
+        raise InvalidObject(obj.kind, obj.name, "owner_uid", "an object cannot own itself")
 
 
 def _utc_now() -> datetime:
@@ -300,13 +317,16 @@ class SQLiteStore(Store):
     async def create(self, obj: StoredObject) -> StoredObject:
         return (await self.create_many([obj]))[0]
 
-    async def create_many(self, objs: Sequence[StoredObject]) -> builtins.list[StoredObject]:
+    async def create_many(
+        self, objs: Sequence[StoredObject], *, keep_uids: bool = False
+    ) -> builtins.list[StoredObject]:
         if isinstance(objs, StoredObject | str) or not isinstance(objs, Sequence):
             raise InvalidObject("", "", "objs", "must be a sequence of StoredObject")
         rows: list[Row] = []
         labels: list[Mapping[str, str]] = []
         names: set[tuple[str, str]] = set()
         keys: set[tuple[str, str]] = set()
+        uids: set[str] = set()
         for index, obj in enumerate(objs):
             row = validated_row(obj, argument=f"objs[{index}]")
             kind, name, key = row["kind"], row["name"], row["unique_key"]
@@ -317,7 +337,12 @@ class SQLiteStore(Store):
             names.add((kind, name))
             if key is not None:
                 keys.add((kind, key))
-            row["uid"] = new_uid()
+            if keep_uids:
+                _check_kept_uid(obj, uids)
+                row["uid"] = obj.uid
+            else:
+                row["uid"] = new_uid()
+            uids.add(row["uid"])
             rows.append(row)
             labels.append(dict(obj.labels))
         if not rows:
