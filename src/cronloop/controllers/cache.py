@@ -53,15 +53,9 @@ class ObjectCache:
         self._fed_to = 0
         self._synced: set[str] = set()
 
-    def covers(self, kind: str) -> bool:
-        return kind in self._objects
-
     def synced(self, kind: str) -> bool:
         """Whether a full listing of ``kind`` has been loaded (so a miss means "absent")."""
         return kind in self._synced
-
-    def __len__(self) -> int:
-        return sum(len(objects) for objects in self._objects.values())
 
     # ---- reads ------------------------------------------------------------------------------
 

@@ -93,6 +93,12 @@ def _template(cronjob: CronJob) -> JobSpec:
     return template
 
 
+def _cursor(created: datetime, last_schedule_time: datetime | None) -> datetime:
+    """Where planning resumes: the later of creation and the last handled time (as the
+    planner itself computes it)."""
+    return created if last_schedule_time is None else max(created, last_schedule_time)
+
+
 def job_phase(obj: StoredObject) -> Phase:
     """The phase recorded in a stored Job's status (Pending when unset)."""
     return Phase(obj.status.get("phase", Phase.PENDING.value))
@@ -223,7 +229,7 @@ class CronJobController:
             self._next_times[name] = (
                 obj.uid,
                 obj.generation,
-                born if cursor is None else max(born, cursor),
+                _cursor(born, cursor),
                 plan.next_wake,
             )
         return Result(requeue_after=self._next_delay(plan.next_wake, now, outcome.waiting_for))
@@ -242,8 +248,7 @@ class CronJobController:
         created = cronjob.metadata.creation_timestamp
         memo = self._next_times.get(obj.name)
         if memo is not None and created is not None:
-            last = cronjob.status.last_schedule_time
-            cursor = created if last is None else max(created, last)
+            cursor = _cursor(created, cronjob.status.last_schedule_time)
             if memo[:3] == (obj.uid, obj.generation, cursor) and now < memo[3]:
                 return MissedRunPlan((), (), due_count=0, next_wake=memo[3])
         return plan_for_cronjob(cronjob, now)

@@ -226,7 +226,7 @@ class JobController:
         did not exist, and a crash before the start leaves the attempt on record for recovery.
         """
         plan = self._plan(obj, job)
-        stored = await self._store.create_many(plan.objects)
+        stored = await self._store.create_many(plan.objects, keep_uids=True)
         return await self.start_planned(plan, stored)
 
     def plan_fan_out(self, obj: StoredObject, job: Job) -> FanOutPlan | None:

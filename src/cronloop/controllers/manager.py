@@ -178,14 +178,7 @@ class Manager:
         # The feed restarts from the listing: events of writes noted before may never come,
         # and a missed skip only costs one extra reconcile.
         self.jobs.own_writes.clear()
-        observed = self.cronjobs.observed
-        for obj in listings["CronJob"].items:
-            # A CronJob unchanged since its last reconcile already waits for its next time.
-            if observed.get(obj.name) != obj.resource_version:
-                self._cronjob_loop.enqueue(obj.name)
-        for obj in listings["Job"].items:
-            if not job_phase(obj).terminal:
-                self._job_loop.enqueue(obj.name)
+        self._enqueue_cached()
         return min(listing.revision for listing in listings.values())
 
     async def _feed(self) -> None:
@@ -244,9 +237,11 @@ class Manager:
                 self._job_loop.enqueue(job)
 
     def _enqueue_cached(self) -> None:
-        """Enqueue from the cache what a resync looks at again (no store read)."""
+        """Enqueue, from the cache, every CronJob not reconciled at its current version and
+        every unfinished Job (after a listing, and at every resync; no store read)."""
         observed = self.cronjobs.observed
         for obj in self.cache.objects("CronJob"):
+            # A CronJob unchanged since its last reconcile already waits for its next time.
             if observed.get(obj.name) != obj.resource_version:
                 self._cronjob_loop.enqueue(obj.name)
         for obj in self.cache.objects("Job"):
