@@ -8,6 +8,8 @@ import pytest
 
 from cronloop.store import (
     AlreadyExists,
+    Batch,
+    BatchResult,
     Conflict,
     EventType,
     InvalidObject,
@@ -168,3 +170,94 @@ async def test_without_keep_uids_a_batch_owner_is_not_found(store: Store) -> Non
     owned = StoredObject("SubJob", "owned", owner_uid=owner.uid)
     with pytest.raises(NotFound):
         await store.create_many([owner, owned])
+
+
+# ---- commit: creates, updates, status updates and deletes in one transaction ------------------
+
+
+async def test_commit_writes_a_run_its_subjobs_and_the_owner_cursor_at_once(store: Store) -> None:
+    cron = await store.create(StoredObject("CronJob", "nightly", spec={"schedule": "@daily"}))
+    old = await store.create(job("nightly-1"))
+    run = replace(job("nightly-2", owner_uid=cron.uid), uid=new_uid())
+    subs = [
+        StoredObject("SubJob", f"nightly-2-{t}", owner_uid=run.uid, uid=new_uid()) for t in "ab"
+    ]
+    cursor = replace(cron, status={"lastScheduleTime": "2026-01-02T00:00:00Z"})
+    result = await store.commit(
+        Batch(
+            creates=[run, *subs],
+            status_updates=[cursor],
+            deletes=[("Job", "nightly-1"), ("Job", "never-was")],
+            keep_uids=True,
+        )
+    )
+    assert [o.name for o in result.created] == ["nightly-2", "nightly-2-a", "nightly-2-b"]
+    assert [o.resource_version for o in result.created] == [3, 4, 5]
+    assert result.status_updated[0].status == cursor.status
+    assert result.status_updated[0].resource_version == 6
+    assert [(o.name, o.resource_version) for o in result.deleted] == [("nightly-1", 7)]
+    assert result.updated == []
+    events = await collect(store, from_revision=2, until_revision=7)
+    assert [(e.type, e.object.name) for e in events] == [
+        (EventType.ADDED, "nightly-2"),
+        (EventType.ADDED, "nightly-2-a"),
+        (EventType.ADDED, "nightly-2-b"),
+        (EventType.MODIFIED, "nightly"),
+        (EventType.DELETED, old.name),
+    ]
+    assert len({o.created_at for o in result.created}) == 1
+
+
+async def test_a_stale_update_in_a_commit_leaves_nothing_written(store: Store) -> None:
+    cron = await store.create(StoredObject("CronJob", "nightly"))
+    await store.update_status(replace(cron, status={"raced": True}))
+    keep = await store.create(job("keep"))
+    before = await store.current_revision()
+    with pytest.raises(Conflict, match='CronJob "nightly"'):
+        await store.commit(
+            Batch(
+                creates=[job("nightly-2")],
+                status_updates=[replace(cron, status={"cursor": 1})],
+                deletes=[("Job", "keep")],
+            )
+        )
+    assert await store.current_revision() == before
+    assert [o.name for o in (await store.list("Job")).items] == ["keep"]
+    assert (await store.get("Job", "keep")) == keep
+    assert (await store.get("CronJob", "nightly")).status == {"raced": True}
+
+
+async def test_commit_spec_and_status_updates_of_different_objects(store: Store) -> None:
+    a, b = await store.create_many([job("a"), job("b")])
+    result = await store.commit(
+        Batch(
+            updates=[replace(a, spec={"v": 2}, labels={"tier": "gold"})],
+            status_updates=[replace(b, status={"phase": "Running"})],
+        )
+    )
+    assert result.updated[0].generation == 2
+    assert result.updated[0].labels == {"tier": "gold"}
+    assert result.status_updated[0].status == {"phase": "Running"}
+    assert result.status_updated[0].generation == 1
+    assert [o.name for o in (await store.list("Job", labels={"tier": "gold"})).items] == ["a"]
+
+
+async def test_an_object_twice_in_a_commit_is_refused_before_writing(store: Store) -> None:
+    a = await store.create(job("a"))
+    with pytest.raises(InvalidObject, match=r'Job "a".*appears twice'):
+        await store.commit(
+            Batch(updates=[replace(a, spec={"v": 2})], status_updates=[replace(a, status={"x": 1})])
+        )
+    with pytest.raises(InvalidObject, match="appears twice"):
+        await store.commit(Batch(status_updates=[a], deletes=[("Job", "a")]))
+    with pytest.raises(InvalidObject, match="deletes"):
+        await store.commit(Batch(deletes=["Job"]))  # type: ignore[list-item]
+    assert await store.current_revision() == 1
+
+
+async def test_an_empty_commit_writes_nothing(store: Store) -> None:
+    assert await store.commit(Batch()) == BatchResult()
+    assert not Batch()
+    assert Batch(deletes=[("Job", "x")])
+    assert await store.commit(Batch(deletes=[("Job", "missing")])) == BatchResult()
+    assert await store.current_revision() == 0

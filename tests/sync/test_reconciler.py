@@ -4,13 +4,20 @@ import asyncio
 import logging
 import math
 import random
+from collections.abc import Sequence
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from cronloop.sync.metrics import PrometheusMetricsProvider
 from cronloop.sync.ratelimit import ItemExponentialFailureRateLimiter
-from cronloop.sync.reconciler import Controller, Reconciler, Result, TerminalError
+from cronloop.sync.reconciler import (
+    BatchReconciler,
+    Controller,
+    Reconciler,
+    Result,
+    TerminalError,
+)
 
 
 def backoff(base: float = 1.0, cap: float = 1000.0) -> ItemExponentialFailureRateLimiter:
@@ -401,3 +408,110 @@ async def test_controller_metrics() -> None:
 
 def test_script_is_a_reconciler() -> None:
     assert isinstance(Script(), Reconciler)
+
+
+# ---- batches ---------------------------------------------------------------------------------
+
+
+class BatchScript(Script):
+    """A :class:`Script` that also reconciles batches, recording each batch's keys."""
+
+    def __init__(self, **scripts: list[Result | Exception | None]) -> None:
+        super().__init__(**scripts)
+        self.batches: list[list[str]] = []
+        self.in_flight: set[str] = set()
+
+    async def reconcile_batch(self, keys: Sequence[str]) -> list[Result | Exception | None]:
+        assert not self.in_flight & set(keys), "a key of this batch is already being reconciled"
+        self.in_flight |= set(keys)
+        self.batches.append(list(keys))
+        outcomes: list[Result | Exception | None] = []
+        await asyncio.sleep(0.5)  # a store commit, on the fake clock
+        for key in keys:
+            try:
+                outcomes.append(await self.reconcile(key))
+            except Exception as exc:
+                outcomes.append(exc)
+        self.in_flight -= set(keys)
+        return outcomes
+
+
+@pytest.mark.looptime
+async def test_ready_keys_are_reconciled_in_batches_of_at_most_max_batch() -> None:
+    script = BatchScript()
+    controller = Controller[str](script, workers=2, max_batch=4)
+    for key in "abcdefghij":
+        controller.enqueue(key)
+    await run_until_calls(controller, script, 10, 10)
+    assert sorted(len(b) for b in script.batches) == [2, 4, 4]
+    assert sorted(k for b in script.batches for k in b) == list("abcdefghij")
+    assert controller.statistics().succeeded == 10
+
+
+@pytest.mark.looptime
+async def test_each_key_of_a_batch_gets_its_own_outcome() -> None:
+    script = BatchScript(
+        a=[RuntimeError("only a"), None], b=[Result(requeue_after=30.0), None], c=[None]
+    )
+    controller = Controller[str](script, max_batch=8, rate_limiter=backoff(1.0))
+    for key in "abc":
+        controller.enqueue(key)
+    await run_until_calls(controller, script, 5, 100)
+    assert script.batches[0] == ["a", "b", "c"]
+    start = script.times("c")[0]
+    assert [t - start for t in script.times("a")] == [0.0, 1.5]  # its own backoff of 1 s
+    assert [t - start for t in script.times("b")] == [0.0, 30.5]  # its own requeue
+    assert script.batches[1:] == [["a"], ["b"]]
+    assert script.times("c") == [start]
+    stats = controller.statistics()
+    assert (stats.errors, stats.requeued_after) == (1, 1)
+
+
+@pytest.mark.looptime
+async def test_a_key_added_during_its_batch_runs_again_after_it() -> None:
+    script = BatchScript()
+    controller = Controller[str](script, workers=4, max_batch=8)
+    controller.enqueue("a")
+    controller.enqueue("b")
+    async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
+        runner = tg.create_task(controller.run())
+        await asyncio.sleep(0.1)  # the first batch is in flight
+        controller.enqueue("a")  # dirty while processing: not handed to another worker
+        while len(script.calls) < 3:
+            script.ran.clear()
+            await script.ran.wait()
+        controller.stop()
+        await runner
+    assert script.batches == [["a", "b"], ["a"]]
+
+
+@pytest.mark.looptime
+async def test_a_batch_that_raises_retries_every_key() -> None:
+    class Failing(BatchScript):
+        async def reconcile_batch(self, keys: Sequence[str]) -> list[Result | Exception | None]:
+            self.batches.append(list(keys))
+            self.ran.set()
+            raise RuntimeError("store down")
+
+    script = Failing()
+    controller = Controller[str](script, max_batch=8, rate_limiter=backoff(1.0))
+    controller.enqueue("a")
+    controller.enqueue("b")
+    async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
+        runner = tg.create_task(controller.run())
+        while len(script.batches) < 2:
+            script.ran.clear()
+            await script.ran.wait()
+        controller.stop()
+        await runner
+    assert script.batches == [["a", "b"], ["a", "b"]]
+    assert controller.queue.num_requeues("a") == controller.queue.num_requeues("b") == 2
+    assert controller.statistics().errors == 4  # counted per key
+
+
+def test_max_batch_needs_a_batch_reconciler() -> None:
+    with pytest.raises(ValueError, match="reconcile_batch"):
+        Controller[str](Script(), max_batch=2)
+    with pytest.raises(ValueError, match="max_batch"):
+        Controller[str](BatchScript(), max_batch=0)
+    assert isinstance(BatchScript(), BatchReconciler)

@@ -30,6 +30,8 @@ from cronloop.store.migrate import (
 )
 from cronloop.store.model import (
     MAX_NAME_LENGTH,
+    Batch,
+    BatchResult,
     EventType,
     JSONObject,
     ListResult,
@@ -48,6 +50,8 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "MIGRATIONS_DIR",
     "AlreadyExists",
+    "Batch",
+    "BatchResult",
     "Conflict",
     "EventType",
     "Expired",

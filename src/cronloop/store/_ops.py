@@ -27,9 +27,11 @@ from cronloop.store.errors import AlreadyExists, Conflict, InvalidObject, NotFou
 from cronloop.store.model import EventType
 
 __all__ = [
+    "BatchRows",
     "UpdateRequest",
     "WriteMode",
     "apply_row",
+    "commit_batch",
     "compact",
     "create_rows",
     "delete_tree",
@@ -444,6 +446,42 @@ def delete_tree(conn: Connection, kind: str, name: str, expected_version: int | 
         conn.execute(delete(objects).where(objects.c.uid.in_(chunk)))
     _INSERT_EVENT.run(conn, [_event(row, EventType.DELETED) for row in gone])
     return gone
+
+
+# ---- batches --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRows:
+    """A validated :class:`~cronloop.store.model.Batch`, ready for :func:`commit_batch`."""
+
+    creates: Sequence[Row]
+    create_labels: Sequence[Mapping[str, str]]
+    updates: Sequence[UpdateRequest]
+    update_labels: Sequence[Mapping[str, str] | None]
+    status_updates: Sequence[UpdateRequest]
+    deletes: Sequence[tuple[str, str]]
+
+
+def commit_batch(
+    conn: Connection, batch: BatchRows, now: int
+) -> tuple[list[Row], list[Row], list[Row], list[Row]]:
+    """Run every write of ``batch`` in this transaction: creates, updates, status updates,
+    deletes. Returns the stored rows of each group (deleted rows as DELETED events)."""
+    created = create_rows(conn, batch.creates, batch.create_labels, now)
+    updated = update_rows(conn, batch.updates, batch.update_labels, now) if batch.updates else []
+    status_updated = (
+        update_rows(conn, batch.status_updates, [None] * len(batch.status_updates), now)
+        if batch.status_updates
+        else []
+    )
+    deleted: list[Row] = []
+    for kind, name in batch.deletes:
+        try:
+            deleted.extend(delete_tree(conn, kind, name, None))
+        except NotFound:  # already gone: nothing was written for it
+            continue
+    return created, updated, status_updated, deleted
 
 
 # ---- reads ----------------------------------------------------------------------------------

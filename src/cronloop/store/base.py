@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
-from cronloop.store.model import ListResult, StoredObject, WatchEvent
+from cronloop.store.model import Batch, BatchResult, ListResult, StoredObject, WatchEvent
 
 __all__ = ["Store"]
 
@@ -121,6 +121,24 @@ class Store(abc.ABC):
 
         :raises Conflict: any object is stale; the message names it and nothing was written.
         :raises NotFound: any object does not exist; nothing was written.
+        """
+
+    @abc.abstractmethod
+    async def commit(self, batch: Batch) -> BatchResult:
+        """Write every part of ``batch`` in one transaction: all of it or none.
+
+        Creates, spec updates, status updates and deletes run in that order (see
+        :class:`~cronloop.store.model.Batch`), each with the guarantees of its single-object
+        method; revisions are consecutive across the whole batch. This is how a controller
+        records a decision that touches several objects at once (a scheduled run with its
+        sub-jobs and the CronJob's new cursor; many sub-jobs and their jobs) atomically and in
+        one commit. An empty batch writes nothing.
+
+        :raises AlreadyExists: a create clashed; nothing was written.
+        :raises Conflict: an update is stale; nothing was written.
+        :raises NotFound: an update names no object, or an owner is missing; nothing was
+            written. (A delete of a missing object is skipped instead.)
+        :raises InvalidObject: an object is malformed or appears twice; nothing was written.
         """
 
     @abc.abstractmethod

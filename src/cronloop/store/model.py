@@ -12,7 +12,7 @@ import enum
 import os
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -21,6 +21,8 @@ from cronloop.store.errors import InvalidObject
 
 __all__ = [
     "MAX_NAME_LENGTH",
+    "Batch",
+    "BatchResult",
     "EventType",
     "JSONObject",
     "ListResult",
@@ -97,6 +99,43 @@ class StoredObject:
     def ref(self) -> str:
         """``Kind "name"``, the way errors and logs name the object."""
         return f'{self.kind} "{self.name}"'
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Writes that commit together in one transaction, all of them or none.
+
+    They run in this order, each group in the order given: ``creates`` (with
+    ``keep_uids`` every object keeps the uid it carries, so a batch can create an owner and
+    what it owns), ``updates`` (spec and labels, compare-and-set on each object's own
+    ``resource_version``), ``status_updates`` (status, compare-and-set likewise), then
+    ``deletes`` (``(kind, name)``, with everything the object owns). A delete of an object
+    that does not exist is skipped rather than failed, so pruning and garbage collection stay
+    idempotent. An object may appear at most once in a batch.
+    """
+
+    creates: Sequence[StoredObject] = ()
+    updates: Sequence[StoredObject] = ()
+    status_updates: Sequence[StoredObject] = ()
+    deletes: Sequence[tuple[str, str]] = ()
+    keep_uids: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.creates or self.updates or self.status_updates or self.deletes)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What a :class:`Batch` wrote: the stored objects, group by group, in the batch's order.
+
+    ``deleted`` holds every object a delete removed (owned objects before their owner); a
+    skipped delete contributes nothing.
+    """
+
+    created: list[StoredObject] = field(default_factory=list)
+    updated: list[StoredObject] = field(default_factory=list)
+    status_updated: list[StoredObject] = field(default_factory=list)
+    deleted: list[StoredObject] = field(default_factory=list)
 
 
 class EventType(enum.StrEnum):

@@ -56,6 +56,8 @@ from cronloop.store.base import Store
 from cronloop.store.errors import AlreadyExists, Expired, InvalidObject, NotFound, StoreClosed
 from cronloop.store.migrate import upgrade_schema
 from cronloop.store.model import (
+    Batch,
+    BatchResult,
     EventType,
     ListResult,
     StoredObject,
@@ -112,6 +114,18 @@ def _check_kept_uid(obj: StoredObject, earlier: set[str]) -> None:
         raise AlreadyExists(obj.kind, obj.name, field="uid", value=obj.uid)
     if obj.owner_uid is not None and obj.owner_uid == obj.uid:
         raise InvalidObject(obj.kind, obj.name, "owner_uid", "an object cannot own itself")
+
+
+def _sequence(items: object, argument: str = "objs") -> Sequence[Any]:
+    if isinstance(items, StoredObject | str) or not isinstance(items, Sequence):
+        raise InvalidObject("", "", argument, "must be a sequence")
+    return items
+
+
+def _once(seen: set[tuple[str, str]], kind: str, name: str, argument: str = "deletes") -> None:
+    if (kind, name) in seen:
+        raise InvalidObject(kind, name, argument, "appears twice in the batch")
+    seen.add((kind, name))
 
 
 def _utc_now() -> datetime:
@@ -320,37 +334,7 @@ class SQLiteStore(Store):
     async def create_many(
         self, objs: Sequence[StoredObject], *, keep_uids: bool = False
     ) -> builtins.list[StoredObject]:
-        if isinstance(objs, StoredObject | str) or not isinstance(objs, Sequence):
-            raise InvalidObject("", "", "objs", "must be a sequence of StoredObject")
-        rows: list[Row] = []
-        labels: list[Mapping[str, str]] = []
-        names: set[tuple[str, str]] = set()
-        keys: set[tuple[str, str]] = set()
-        uids: set[str] = set()
-        for index, obj in enumerate(objs):
-            row = validated_row(obj, argument=f"objs[{index}]")
-            kind, name, key = row["kind"], row["name"], row["unique_key"]
-            if (kind, name) in names:
-                raise AlreadyExists(kind, name)
-            if key is not None and (kind, key) in keys:
-                raise AlreadyExists(kind, name, field="unique_key", value=key)
-            names.add((kind, name))
-            if key is not None:
-                keys.add((kind, key))
-            if keep_uids:
-                _check_kept_uid(obj, uids)
-                row["uid"] = obj.uid
-            else:
-                row["uid"] = new_uid()
-            uids.add(row["uid"])
-            rows.append(row)
-            labels.append(dict(obj.labels))
-        if not rows:
-            return []
-        stored = await self._write(lambda conn: _ops.create_rows(conn, rows, labels, self._now()))
-        created = [row_to_object(row) for row in stored]
-        self._remember(EventType.ADDED, created)
-        return created
+        return (await self.commit(Batch(creates=_sequence(objs), keep_uids=keep_uids))).created
 
     async def update(
         self, obj: StoredObject, *, expected_version: int | None = None
@@ -389,25 +373,87 @@ class SQLiteStore(Store):
     async def update_many(
         self, objs: Sequence[StoredObject], *, status: bool = False
     ) -> builtins.list[StoredObject]:
-        if isinstance(objs, StoredObject | str) or not isinstance(objs, Sequence):
-            raise InvalidObject("", "", "objs", "must be a sequence of StoredObject")
-        mode: _ops.WriteMode = "status" if status else "spec"
-        requests: list[_ops.UpdateRequest] = []
-        labels: list[Mapping[str, str] | None] = []
+        if status:
+            return (await self.commit(Batch(status_updates=_sequence(objs)))).status_updated
+        return (await self.commit(Batch(updates=_sequence(objs)))).updated
+
+    async def commit(self, batch: Batch) -> BatchResult:
+        if not isinstance(batch, Batch):
+            raise InvalidObject("", "", "batch", f"must be a Batch, got {type(batch).__name__}")
         seen: set[tuple[str, str]] = set()
-        for obj in objs:
-            request, request_labels = _update_request(obj, None, mode)
-            if (request.kind, request.name) in seen:
-                raise InvalidObject(
-                    request.kind, request.name, "objs", "appears twice in the batch"
-                )
-            seen.add((request.kind, request.name))
-            requests.append(request)
-            labels.append(request_labels)
-        if not requests:
-            return []
-        rows = await self._write(lambda conn: _ops.update_rows(conn, requests, labels, self._now()))
-        return self._updated(requests, rows)
+        rows, create_labels = self._create_rows(batch, seen)
+        updates = [
+            self._batch_request(obj, "spec", seen, "updates")
+            for obj in _sequence(batch.updates, "updates")
+        ]
+        status_updates = [
+            self._batch_request(obj, "status", seen, "status_updates")[0]
+            for obj in _sequence(batch.status_updates, "status_updates")
+        ]
+        deletes = []
+        for entry in _sequence(batch.deletes, "deletes"):
+            if not isinstance(entry, tuple) or len(entry) != 2:
+                raise InvalidObject("", "", "deletes", f"must be (kind, name) pairs, not {entry!r}")
+            kind, name = entry
+            validate_identity(kind, name)
+            _once(seen, kind, name)
+            deletes.append((kind, name))
+        request = _ops.BatchRows(
+            creates=rows,
+            create_labels=create_labels,
+            updates=[r for r, _ in updates],
+            update_labels=[labels for _, labels in updates],
+            status_updates=status_updates,
+            deletes=deletes,
+        )
+        if not (rows or updates or status_updates or deletes):
+            return BatchResult()
+        created_rows, updated_rows, status_rows, deleted_rows = await self._write(
+            lambda conn: _ops.commit_batch(conn, request, self._now())
+        )
+        created = [row_to_object(row) for row in created_rows]
+        self._remember(EventType.ADDED, created)
+        updated = self._updated(request.updates, updated_rows)
+        status_updated = self._updated(status_updates, status_rows)
+        deleted = [row_to_object(row) for row in deleted_rows]
+        self._remember(EventType.DELETED, deleted)
+        return BatchResult(created, updated, status_updated, deleted)
+
+    @staticmethod
+    def _create_rows(
+        batch: Batch, seen: set[tuple[str, str]]
+    ) -> tuple[list[Row], list[Mapping[str, str]]]:
+        rows: list[Row] = []
+        labels: list[Mapping[str, str]] = []
+        keys: set[tuple[str, str]] = set()
+        uids: set[str] = set()
+        for index, obj in enumerate(_sequence(batch.creates, "creates")):
+            row = validated_row(obj, argument=f"creates[{index}]")
+            kind, name, key = row["kind"], row["name"], row["unique_key"]
+            if (kind, name) in seen:
+                raise AlreadyExists(kind, name)
+            if key is not None and (kind, key) in keys:
+                raise AlreadyExists(kind, name, field="unique_key", value=key)
+            seen.add((kind, name))
+            if key is not None:
+                keys.add((kind, key))
+            if batch.keep_uids:
+                _check_kept_uid(obj, uids)
+                row["uid"] = obj.uid
+            else:
+                row["uid"] = new_uid()
+            uids.add(row["uid"])
+            rows.append(row)
+            labels.append(dict(obj.labels))
+        return rows, labels
+
+    @staticmethod
+    def _batch_request(
+        obj: StoredObject, mode: _ops.WriteMode, seen: set[tuple[str, str]], argument: str
+    ) -> tuple[_ops.UpdateRequest, Mapping[str, str] | None]:
+        request, labels = _update_request(obj, None, mode)
+        _once(seen, request.kind, request.name, argument)
+        return request, labels
 
     async def apply(self, obj: StoredObject) -> StoredObject:
         row = validated_row(obj)

@@ -49,6 +49,7 @@ from cronloop.sync.ratelimit import (
     loop_or_monotonic_time,
 )
 from cronloop.sync.reconciler import (
+    BatchReconciler,
     Controller,
     ControllerStatistics,
     ReconcileFunc,
@@ -85,6 +86,7 @@ __all__ = [
     "QUEUE_DURATION_BUCKETS",
     "RECONCILE_RESULTS",
     "RECONCILE_TIME_BUCKETS",
+    "BatchReconciler",
     "BucketRateLimiter",
     "CancelSignal",
     "ConcurrencyTokens",

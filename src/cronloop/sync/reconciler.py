@@ -10,6 +10,14 @@ reconciled by two workers at once, and a key re-added during its reconcile runs 
 - it returns ``Result()`` or ``None`` → its backoff is reset (``forget``).
 
 An exception never kills a worker: it is logged once, counted, and turned into a retry.
+
+**Batches.** A reconciler that also has ``reconcile_batch(keys)`` (:class:`BatchReconciler`)
+can be given ``max_batch > 1``: a worker then takes every key that is ready, up to
+``max_batch``, and reconciles them in one ``reconcile_batch`` call (a lone key too), which
+lets the reconciler record all their decisions in one store transaction. Each key still gets
+its own outcome (a result, or an exception for that key alone), and none of the keys of a
+batch is handed to another worker until the batch is done, so "never two reconciles of one
+key at once" holds as before.
 Hand-written because the runner is a few dozen lines over our own queue; the libraries that do
 this (kopf, controller-runtime) are bound to Kubernetes objects.
 """
@@ -19,15 +27,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from cronloop.sync.metrics import ControllerMetrics, MetricsProvider
 from cronloop.sync.ratelimit import RateLimiter, loop_or_monotonic_time
-from cronloop.sync.workqueue import RateLimitingQueue, ShutDown, WorkQueueStatistics
+from cronloop.sync.workqueue import RateLimitingQueue, ShutDown, WorkQueueStatistics, WouldBlock
 
 __all__ = [
+    "BatchReconciler",
     "Controller",
     "ControllerStatistics",
     "ReconcileFunc",
@@ -80,6 +89,19 @@ class Reconciler(Protocol[K_contra]):
         ...
 
 
+@runtime_checkable
+class BatchReconciler(Reconciler[K_contra], Protocol[K_contra]):
+    """A reconciler that can also drive several objects in one call."""
+
+    async def reconcile_batch(
+        self, keys: Sequence[K_contra]
+    ) -> Sequence[Result | Exception | None]:
+        """Reconcile every key of ``keys`` (distinct) and return one outcome per key, in order:
+        its result, or the exception that key failed with (the others are unaffected).
+        Raising fails every key of the batch."""
+        ...
+
+
 #: A plain async function works as a reconciler too.
 ReconcileFunc = Callable[[K], Awaitable[Result | None]]
 
@@ -124,9 +146,20 @@ class Controller(Generic[K]):
         reconcile_timeout: float | None = None,
         metrics: MetricsProvider | None = None,
         clock: Callable[[], float] | None = None,
+        max_batch: int = 1,
     ) -> None:
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
+        self._reconcile_batch: (
+            Callable[[Sequence[K]], Awaitable[Sequence[Result | Exception | None]]] | None
+        ) = None
+        if max_batch > 1:
+            if not isinstance(reconciler, BatchReconciler):
+                raise ValueError("max_batch > 1 needs a reconciler with reconcile_batch(keys)")
+            self._reconcile_batch = reconciler.reconcile_batch
+        self._max_batch = max_batch
         if reconcile_timeout is not None and not (
             isinstance(reconcile_timeout, int | float) and reconcile_timeout > 0
         ):
@@ -225,20 +258,27 @@ class Controller(Generic[K]):
                 # stop(drain=False) came while this worker was being woken: leave the key.
                 queue.done(key)
                 return
+            keys = [key]
+            while len(keys) < self._max_batch:
+                try:
+                    keys.append(queue.get_nowait())
+                except (WouldBlock, ShutDown):
+                    break
             try:
-                await self._reconcile_one(key)
+                if self._reconcile_batch is None:
+                    await self._reconcile_one(key)
+                else:
+                    await self._reconcile_many(keys)
             finally:
-                queue.done(key)
+                for taken in keys:
+                    queue.done(taken)
             # Let the rest of the loop in between reconciles: one that never suspends (its
             # reads all answered from memory) would otherwise run a queue of 100,000 keys
             # back to back, with every timer, report and request waiting behind it.
             await asyncio.sleep(0)
 
     async def _reconcile_one(self, key: K) -> None:
-        metrics = self._metrics
-        self._active += 1
-        if metrics is not None:
-            metrics.active_workers.inc()
+        self._begin()
         started = self._clock()
         deadline: asyncio.Timeout | None = None
         try:
@@ -248,14 +288,63 @@ class Controller(Generic[K]):
                 async with asyncio.timeout(self._timeout) as deadline:
                     result = await self._reconcile(key)
         except Exception as exc:
-            timed_out = deadline is not None and deadline.expired()
-            self._on_error(key, exc, timed_out=timed_out)
+            self._end(1, started)
+            self._on_error(key, exc, timed_out=deadline is not None and deadline.expired())
             return
-        finally:
-            self._active -= 1
-            if metrics is not None:
-                metrics.active_workers.dec()
-                metrics.reconcile_time.observe(self._clock() - started)
+        self._end(1, started)
+        self._on_result(key, result)
+
+    async def _reconcile_many(self, keys: list[K]) -> None:
+        assert self._reconcile_batch is not None
+        self._begin()
+        started = self._clock()
+        deadline: asyncio.Timeout | None = None
+        try:
+            async with asyncio.timeout(self._timeout) as deadline:
+                outcomes = await self._reconcile_batch(keys)
+            if len(outcomes) != len(keys):
+                raise RuntimeError(
+                    f"reconcile_batch returned {len(outcomes)} outcomes for {len(keys)} keys"
+                )
+        except Exception as exc:
+            self._end(len(keys), started)
+            timed_out = deadline is not None and deadline.expired()
+            # One failure of the whole batch: logged once, counted and retried per key.
+            logger.error(
+                "%s: reconcile of a batch of %d keys (%r, ...) failed%s",
+                self._name or "controller",
+                len(keys),
+                keys[0],
+                " (timed out)" if timed_out else "",
+                exc_info=exc,
+            )
+            for key in keys:
+                self._on_error(key, exc, timed_out=timed_out, log=False)
+            return
+        self._end(len(keys), started)
+        for key, outcome in zip(keys, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                self._on_error(key, outcome, timed_out=False)
+            else:
+                self._on_result(key, outcome)
+
+    def _begin(self) -> None:
+        self._active += 1
+        if self._metrics is not None:
+            self._metrics.active_workers.inc()
+
+    def _end(self, keys: int, started: float) -> None:
+        """One worker is out of its reconcile, which took every one of ``keys`` that long."""
+        self._active -= 1
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.active_workers.dec()
+            elapsed = self._clock() - started
+            for _ in range(keys):
+                metrics.reconcile_time.observe(elapsed)
+
+    def _on_result(self, key: K, result: Result | None) -> None:
+        metrics = self._metrics
         queue = self._queue
         queue.forget(key)
         if result is not None and result.requeue_after is not None:
@@ -268,7 +357,7 @@ class Controller(Generic[K]):
             if metrics is not None:
                 metrics.reconcile_total["success"].inc()
 
-    def _on_error(self, key: K, exc: Exception, *, timed_out: bool) -> None:
+    def _on_error(self, key: K, exc: Exception, *, timed_out: bool, log: bool = True) -> None:
         metrics = self._metrics
         self._errors += 1
         if metrics is not None:
@@ -283,19 +372,21 @@ class Controller(Generic[K]):
             if metrics is not None:
                 metrics.terminal_reconcile_errors.inc()
             self._queue.forget(key)
-            logger.error(
-                "%s: reconcile of %r failed terminally, not retrying",
-                self._name or "controller",
-                key,
-                exc_info=exc,
-            )
+            if log:
+                logger.error(
+                    "%s: reconcile of %r failed terminally, not retrying",
+                    self._name or "controller",
+                    key,
+                    exc_info=exc,
+                )
             return
         self._queue.add_rate_limited(key)
-        logger.error(
-            "%s: reconcile of %r failed%s, retry %d",
-            self._name or "controller",
-            key,
-            " (timed out)" if timed_out else "",
-            self._queue.num_requeues(key),
-            exc_info=exc,
-        )
+        if log:
+            logger.error(
+                "%s: reconcile of %r failed%s, retry %d",
+                self._name or "controller",
+                key,
+                " (timed out)" if timed_out else "",
+                self._queue.num_requeues(key),
+                exc_info=exc,
+            )
