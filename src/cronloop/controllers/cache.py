@@ -25,8 +25,17 @@ import builtins
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
-from cronloop.controllers.objects import ResourceT, typed
-from cronloop.store import Conflict, ListResult, NotFound, Store, StoredObject
+from cronloop.api import Resource
+from cronloop.controllers.objects import ResourceT, dump_status, typed
+from cronloop.store import (
+    Batch,
+    BatchResult,
+    Conflict,
+    ListResult,
+    NotFound,
+    Store,
+    StoredObject,
+)
 
 __all__ = ["CachedStore", "ObjectCache"]
 
@@ -190,20 +199,30 @@ class CachedStore:
         write changes nothing else but the resource version."""
         # Only the status is written, so only the status is dumped (not the whole resource).
         version = max(current.resource_version, resource.metadata.resource_version or 0)
-        status = resource.status.model_dump(mode="json", by_alias=True, exclude_none=True)
         stored = await self.update_status(
-            dataclasses.replace(current, status=status, resource_version=version)
+            dataclasses.replace(
+                current, status=dump_status(resource.status), resource_version=version
+            )
         )
-        if stored.uid == current.uid and stored.generation == resource.metadata.generation:
-            metadata = resource.metadata.model_copy(
-                update={"resource_version": stored.resource_version}
-            )
-            self._typed[(stored.kind, stored.name)] = (
-                stored.uid,
-                stored.resource_version,
-                resource.model_copy(update={"metadata": metadata}),
-            )
+        self.keep_typed(stored, resource)
         return stored
+
+    def keep_typed(self, stored: StoredObject, resource: Resource) -> None:
+        """Keep ``resource`` as the typed model of ``stored``, the object a status write of
+        ``resource`` returned, so that it is not validated again."""
+        if stored.uid != resource.metadata.uid or stored.generation != resource.metadata.generation:
+            return
+        metadata = resource.metadata.model_copy(
+            update={"resource_version": stored.resource_version}
+        )
+        key = (stored.kind, stored.name)
+        if key not in self._typed and len(self._typed) >= _TYPED_LIMIT:
+            del self._typed[next(iter(self._typed))]
+        self._typed[key] = (
+            stored.uid,
+            stored.resource_version,
+            resource.model_copy(update={"metadata": metadata}),
+        )
 
     # ---- reads ------------------------------------------------------------------------------
 
@@ -261,6 +280,18 @@ class CachedStore:
             raise
         self.cache.observe(stored)
         return stored
+
+    async def commit(self, batch: Batch) -> BatchResult:
+        try:
+            result = await self.store.commit(batch)
+        except (Conflict, NotFound):
+            await self._refresh([*batch.updates, *batch.status_updates])
+            raise
+        for obj in (*result.created, *result.updated, *result.status_updated):
+            self.cache.observe(obj)
+        for obj in result.deleted:
+            self.cache.forget(obj)
+        return result
 
     async def update_many(
         self, objs: Sequence[StoredObject], *, status: bool = False

@@ -120,7 +120,9 @@ class RunStarter(Protocol):
 
     def plan_fan_out(self, obj: StoredObject, job: Job) -> FanOutPlan | None: ...
 
-    async def start_planned(self, plan: FanOutPlan, created: Sequence[StoredObject]) -> object: ...
+    async def start_planned(
+        self, plan: FanOutPlan, run: StoredObject, created: Sequence[StoredObject]
+    ) -> object: ...
 
 
 @dataclass
@@ -157,6 +159,9 @@ class CronJobController:
         #: already waiting on the delaying queue, so the manager need not enqueue it again for
         #: a resync or for the change event of that very write.
         self.observed: dict[str, int] = {}
+        #: Job name -> revision of the runs this controller created or pruned itself: their
+        #: change events need not wake the CronJob (the pass that wrote them decided).
+        self.own_runs: dict[str, int] = {}
         #: name -> (uid, generation, cursor, next time): the next scheduled time after the
         #: cursor, as last planned. Until it comes, nothing is due and the plan is known
         #: without evaluating the schedule again (see :meth:`_plan`).
@@ -368,14 +373,17 @@ class CronJobController:
                     logger.info("run %s already exists; not creating it again", run.name)
             return created
         runs = [obj for obj in stored if obj.kind == "Job"]
+        for run in runs:
+            self.own_runs[run.name] = run.resource_version
         if self.starter is not None:
             position = 0
             for plan in plans:
-                position += 1  # the run itself
+                run = stored[position]
+                position += 1
                 if plan is not None:
                     subjobs = stored[position : position + len(plan.objects)]
                     position += len(plan.objects)
-                    await self.starter.start_planned(plan, subjobs)
+                    await self.starter.start_planned(plan, run, subjobs)
         return runs
 
     def _with_fan_outs(
@@ -473,7 +481,8 @@ class CronJobController:
             )
             for old in members[: max(0, len(members) - limits[group])]:
                 with contextlib.suppress(NotFound):
-                    await self._store.delete("Job", old.name)
+                    deleted = await self._store.delete("Job", old.name)
+                    self.own_runs[deleted.name] = deleted.resource_version
 
     @staticmethod
     def _next_delay(next_wake: datetime | None, now: datetime, waiting: float | None) -> float:

@@ -1,34 +1,42 @@
 """The Job controller: fans runs out into sub-jobs, starts attempts, keeps statuses in order.
 
-Two paths write, each serialised the sync-loop way:
+Everything that changes a Job or its SubJobs happens in the job's own sync loop: a reconcile
+keyed by the Job's name, driven by a work queue that never runs one job twice at once.
 
-- **reconcile(job)**, driven by a work queue keyed by Job name (never two at once for a job):
-  creates the sub-jobs in one transaction (fan-out of 1,000 targets is one write), dispatches
-  attempts, retries failed ones after their backoff, enforces the job's deadline, honours a
-  cancel request, and aggregates the sub-jobs' phases into the job's phase;
-- **reports** from runtimes, posted to a :class:`~cronloop.sync.KeyedLooper` keyed by Job name,
-  so that every status update of one job runs in that job's own loop, in arrival order (the
-  seed-000 fix). A report carries its attempt's session and a sequence number; a stale one is
-  dropped, and phases only move forward.
+- **Reports** from runtimes are not written where they arrive: :meth:`JobController.on_report`
+  appends them to the job's inbox and enqueues the job. Its next pass applies every report
+  waiting for it, in arrival order, against the session id and sequence number stamped on
+  the attempt (a stale report is dropped, a phase only moves forward: the seed-000 fix), so a
+  job that starts and ends at once costs one write, not one per report.
+- **A pass** (``reconcile``) reads the job and its sub-jobs from the controllers' cache and
+  decides everything at once: sub-jobs to create (fan-out of 1,000 targets is one write),
+  attempts to dispatch, retries due after their backoff, the job's deadline, a cancel
+  request, the aggregate phase under the success policy, long-running warnings. The decision
+  is then recorded in one store transaction, and only after it committed are attempts handed
+  to their runtimes and running ones stopped.
+- **Batches**: the work queue hands the controller every job that is ready (up to a bound),
+  and their passes commit together in one transaction; if that fails (a stale read, say),
+  each pass is committed on its own, so one job's conflict only retries that job.
 
-Dispatch is a compare-and-set: the attempt is first written to the sub-job's status (with a
-fresh session id) and only then handed to a runtime, so two dispatchers cannot both start it
-and a crash leaves a record of every attempt that may have started. After a crash,
+Dispatch is a compare-and-set: the attempt (with a fresh session id) is recorded in the
+sub-job's status before it is started, so two dispatchers cannot both start it and a crash
+leaves a record of every attempt that may have started. After a crash,
 :meth:`JobController.recover` settles attempts left running: the runtime reports them Lost
-(never re-running them blindly); an AtLeastOnce run then gets a new attempt, an AtMostOnce
-run does not.
+(never re-running them blindly); an AtLeastOnce run then gets a new attempt, an AtMostOnce run
+does not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import cast
 
 from cronloop.api import (
     Attempt,
@@ -54,7 +62,7 @@ from cronloop.controllers.cache import CachedStore
 from cronloop.controllers.clock import Clock
 from cronloop.controllers.cronjob import CANCEL_ANNOTATION, GUARANTEE_ANNOTATION, FanOutPlan
 from cronloop.controllers.longrunning import LongRunningDetector
-from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL, to_stored
+from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL, dump_status, to_stored
 from cronloop.runtimes import (
     AttemptReport,
     AttemptSpec,
@@ -66,8 +74,8 @@ from cronloop.runtimes import (
     StepSettings,
     UnknownAttemptError,
 )
-from cronloop.store import Conflict, NotFound, StoredObject, new_uid
-from cronloop.sync import KeyedLooper, LooperClosed, Result
+from cronloop.store import Batch, BatchResult, NotFound, StoredObject, new_uid
+from cronloop.sync import Result
 
 __all__ = ["LOST_RETRY_LIMIT", "JobController", "attempt_id", "parse_attempt_id"]
 
@@ -76,12 +84,7 @@ logger = logging.getLogger(__name__)
 #: How many times an AtLeastOnce sub-job is restarted after its attempt was Lost (a crash or a
 #: vanished runtime), on top of its retry budget for ordinary failures.
 LOST_RETRY_LIMIT = 3
-_CAS_TRIES = 20
 _FAILURES = frozenset({Phase.FAILED, Phase.TIMED_OUT, Phase.LOST, Phase.CANCELLED})
-
-
-#: How to start a recorded attempt: the runtime's name and the spec (or why there is none).
-_Start = tuple[str, AttemptSpec | str]
 
 
 def _is_failure(attempt: Attempt) -> bool:
@@ -122,6 +125,78 @@ def _settings(step: Step) -> StepSettings:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _StartFailed:
+    """An attempt its runtime refused to start: applied like a report, in the job's loop."""
+
+    subjob: str
+    session: str
+    message: str
+
+
+_Inbound = AttemptReport | _StartFailed
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """A recorded attempt to hand to its runtime once the record is committed."""
+
+    job: str
+    subjob: str
+    session: str
+    runtime: str
+    #: What the runtime gets, or why the attempt cannot start (it then fails).
+    spec: AttemptSpec | str
+
+
+@dataclass(slots=True, eq=False)
+class _Sub:
+    """One sub-job during a pass: as stored (None if the pass creates it) and as decided."""
+
+    stored: StoredObject | None
+    model: SubJob
+    status: SubJobStatus
+
+    @property
+    def name(self) -> str:
+        return self.model.metadata.name
+
+
+@dataclass(slots=True, eq=False)
+class _Pass:
+    """What one pass over one job decided, before it is committed."""
+
+    name: str
+    obj: StoredObject
+    job: Job
+    status: JobStatus
+    subs: list[_Sub] = field(default_factory=list)
+    taken: list[_Inbound] = field(default_factory=list)
+    creates: list[StoredObject] = field(default_factory=list)
+    starts: list[_Start] = field(default_factory=list)
+    #: (runtime name, attempt id, reason) of attempts to stop after the commit.
+    stops: list[tuple[str, str, str]] = field(default_factory=list)
+    wake: list[float] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
+    #: (duration, succeeded) once the run ended, for the long-running history.
+    ended: tuple[float, bool] | None = None
+
+    def batch(self) -> tuple[list[StoredObject], list[tuple[StoredObject, SubJob | Job]]]:
+        """The creates, and the status writes with the typed model each one writes."""
+        writes: list[tuple[StoredObject, SubJob | Job]] = []
+        for sub in self.subs:
+            changed = sub.status is not sub.model.status and sub.status != sub.model.status
+            if sub.stored is not None and changed:
+                model = sub.model.model_copy(update={"status": sub.status})
+                writes.append(
+                    (dataclasses.replace(sub.stored, status=dump_status(sub.status)), model)
+                )
+        if self.status is not self.job.status and self.status != self.job.status:
+            job = self.job.model_copy(update={"status": self.status})
+            writes.append((dataclasses.replace(self.obj, status=dump_status(self.status)), job))
+        return self.creates, writes
+
+
 class JobController:
     """Reconciles Jobs and applies attempt reports (see the module docstring).
 
@@ -136,7 +211,6 @@ class JobController:
         *,
         clock: Clock,
         log_dir: Path,
-        reports: KeyedLooper[str],
         kill_grace: float = 10.0,
         longrunning: LongRunningDetector | None = None,
     ) -> None:
@@ -144,116 +218,284 @@ class JobController:
         self._runtimes = runtimes
         self._clock = clock
         self._log_dir = log_dir
-        self._reports = reports
         self._kill_grace = kill_grace
         self._longrunning = longrunning or LongRunningDetector()
         self._histories_loaded: set[str] = set()
-        #: Reports not applied yet, per job (runtimes may report from any thread).
-        self._pending: dict[str, list[tuple[str, AttemptReport]]] = {}
-        self._pending_lock = threading.Lock()
-        #: SubJob versions this controller wrote itself: their change events need no
-        #: reconcile (whoever wrote them already enqueued the job if it had to).
-        self.own_writes: dict[str, int] = {}
+        #: Reports (and refused starts) not applied yet, per job, in arrival order.
+        self._inbox: dict[str, list[_Inbound]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        #: (kind, name) -> version of the Jobs and SubJobs this controller wrote itself: their
+        #: change events need no reconcile (the pass that wrote them already decided).
+        self.own_writes: dict[tuple[str, str], int] = {}
         self._warnings: dict[str, list[str]] = {}
         self.long_running_warnings = 0
+        #: False once the runtimes are closing: passes then only record what is reported
+        #: (the final reports of interrupted attempts) and dispatch nothing new.
+        self.dispatching = True
         self.enqueue: Callable[[str], None] = lambda name: None
+
+    # ---- reports ----------------------------------------------------------------------------
+
+    def on_report(self, report: AttemptReport) -> None:
+        """The runtime callback: queue the report for its job's next pass.
+
+        Called on the event loop by the built-in runtimes; a call from another thread is
+        handed to the loop first, so the inbox and the work queue are only touched there.
+        """
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self.on_report, report)
+            return
+        self._deliver(parse_attempt_id(report.attempt_id)[0], report)
+
+    def _deliver(self, job: str, item: _Inbound) -> None:
+        self._inbox.setdefault(job, []).append(item)
+        self.enqueue(job)
+
+    def _bind_loop(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
 
     # ---- reconcile --------------------------------------------------------------------------
 
     async def reconcile(self, name: str) -> Result | None:
+        outcome = (await self.reconcile_batch([name]))[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def reconcile_batch(self, names: Sequence[str]) -> list[Result | Exception | None]:
+        """One pass per job, all committed in one transaction (see the module docstring)."""
+        self._bind_loop()
+        now = self._clock.now()
+        passes: list[_Pass | None] = []
+        outcomes: list[Result | Exception | None] = []
+        for name in names:
+            taken = self._inbox.pop(name, [])
+            try:
+                passes.append(await self._pass(name, taken, now))
+                outcomes.append(None)
+            except Exception as exc:
+                self._restore(name, taken)
+                passes.append(None)
+                outcomes.append(exc)
+        live = [(i, p) for i, p in enumerate(passes) if p is not None]
+        committed = await self._commit([p for _, p in live])
+        for (index, job_pass), done in zip(live, committed, strict=True):
+            if isinstance(done, Exception):
+                self._restore(job_pass.name, job_pass.taken)
+                self._warnings.setdefault(job_pass.name, [])[:0] = job_pass.warnings
+                outcomes[index] = done
+                continue
+            outcomes[index] = await self._after_commit(job_pass)
+        return outcomes
+
+    def _restore(self, name: str, taken: list[_Inbound]) -> None:
+        """Put reports back at the front of the inbox: the pass that took them failed."""
+        if taken:
+            self._inbox[name] = taken + self._inbox.get(name, [])
+
+    async def _commit(self, passes: list[_Pass]) -> list[BatchResult | Exception]:
+        """Commit every pass in one transaction, or each on its own if that fails."""
+        plans = [p.batch() for p in passes]
+        if not any(creates or writes for creates, writes in plans):
+            return [BatchResult() for _ in passes]
+        try:
+            result = await self._store.commit(
+                Batch(
+                    creates=[o for creates, _ in plans for o in creates],
+                    status_updates=[o for _, writes in plans for o, _ in writes],
+                    keep_uids=True,
+                )
+            )
+        except Exception as error:
+            if len(passes) == 1:
+                raise
+            # One stale pass fails the whole transaction: commit each on its own (the store
+            # groups these into one transaction again, each in its own savepoint).
+            singles = await asyncio.gather(
+                *(self._commit_one(creates, writes) for creates, writes in plans),
+                return_exceptions=True,
+            )
+            results: list[BatchResult | Exception] = []
+            for (_, writes), single in zip(plans, singles, strict=True):
+                if isinstance(single, BatchResult):
+                    self._remember(single, writes)
+                elif not isinstance(single, Exception):
+                    raise single from error  # cancelled: not a failure of one job
+                results.append(single)
+            return results
+        self._remember(result, [w for _, writes in plans for w in writes])
+        results = []
+        created = updated = 0
+        for creates, writes in plans:
+            results.append(
+                BatchResult(
+                    created=result.created[created : created + len(creates)],
+                    status_updated=result.status_updated[updated : updated + len(writes)],
+                )
+            )
+            created += len(creates)
+            updated += len(writes)
+        return results
+
+    async def _commit_one(
+        self, creates: list[StoredObject], writes: list[tuple[StoredObject, SubJob | Job]]
+    ) -> BatchResult:
+        if not creates and not writes:
+            return BatchResult()
+        return await self._store.commit(
+            Batch(creates=creates, status_updates=[o for o, _ in writes], keep_uids=True)
+        )
+
+    def _remember(
+        self, result: BatchResult, writes: Sequence[tuple[StoredObject, SubJob | Job]]
+    ) -> None:
+        """Note what was written as this controller's own, and keep the typed models."""
+        for stored in result.created:
+            self.own_writes[(stored.kind, stored.name)] = stored.resource_version
+        for stored, (_, model) in zip(result.status_updated, writes, strict=True):
+            self.own_writes[(stored.kind, stored.name)] = stored.resource_version
+            self._store.keep_typed(stored, model)
+
+    async def _after_commit(self, job_pass: _Pass) -> Result | None:
+        """Act on a committed pass: stop what must stop, start what was dispatched."""
+        for runtime_name, ident, reason in job_pass.stops:
+            runtime = self._runtimes.get(runtime_name)
+            if runtime is not None:
+                # Unknown here means it ran in a previous process: recovery settles it.
+                with contextlib.suppress(UnknownAttemptError):
+                    await runtime.cancel(ident, grace=self._kill_grace, reason=reason)
+        await self._start_all(job_pass.starts)
+        if job_pass.ended is not None:
+            duration, success = job_pass.ended
+            self._longrunning.finished(job_pass.name, duration, success=success)
+        if not job_pass.wake or job_pass.status.phase.terminal:
+            return None
+        return Result(requeue_after=max(0.0, min(job_pass.wake)))
+
+    async def _pass(self, name: str, taken: list[_Inbound], now: datetime) -> _Pass | None:
+        """Decide everything about job ``name`` (see the module docstring); write nothing."""
         try:
             obj = await self._store.get("Job", name)
         except NotFound:
-            return None
+            return None  # deleted: its reports have nowhere to go
         job = self._store.typed(obj, Job)
-        if job.status.phase.terminal:
-            return None
-        now = self._clock.now()
-        subjobs = [self._store.typed(o, SubJob) for o in await self._store.owned("SubJob", obj.uid)]
-        if not subjobs:
+        job_pass = _Pass(name=name, obj=obj, job=job, status=job.status, taken=taken)
+        for stored in await self._store.owned("SubJob", obj.uid):
+            model = self._store.typed(stored, SubJob)
+            job_pass.subs.append(_Sub(stored, model, model.status))
+        by_name = {sub.name: sub for sub in job_pass.subs}
+        for item in taken:
+            target = item.subjob if isinstance(item, _StartFailed) else item.attempt_id
+            sub = by_name.get(
+                item.subjob if isinstance(item, _StartFailed) else parse_attempt_id(target)[1]
+            )
+            if sub is None:
+                logger.debug("dropping a report for %s: no such sub-job of %s", item, name)
+                continue
+            self._apply(sub, item)
+        if job.status.phase.terminal or not self.dispatching:
+            return job_pass  # late reports still complete the attempts' records
+        if not job_pass.subs:
             try:
-                subjobs = await self._fan_out(obj, job)
+                self._fan_out(job_pass)
             except ValueError as exc:
-                await self._finish(obj, job, Phase.FAILED, "InvalidTargets", str(exc), now)
-                return None
+                self._finish(job_pass, Phase.FAILED, "InvalidTargets", str(exc), now)
+                return job_pass
+        self._decide(job_pass, now)
+        await self._watch_duration(job_pass, now)
+        return job_pass
+
+    def _decide(self, job_pass: _Pass, now: datetime) -> None:
+        job = job_pass.job
         start_time = job.status.start_time or now
         cancel_reason = job.metadata.annotations.get(CANCEL_ANNOTATION)
         if cancel_reason is not None:
-            await self._stop_all(subjobs, Phase.CANCELLED, cancel_reason, now)
-            await self._finish(
-                obj, job, Phase.CANCELLED, cancel_reason, "the run was cancelled", now
-            )
-            return None
-        deadline = None
+            self._stop_all(job_pass, job_pass.subs, Phase.CANCELLED, cancel_reason, now)
+            self._finish(job_pass, Phase.CANCELLED, cancel_reason, "the run was cancelled", now)
+            return
         if job.spec.timeout_seconds is not None:
             deadline = start_time.timestamp() + job.spec.timeout_seconds
             if now.timestamp() >= deadline:
-                await self._stop_all(subjobs, Phase.TIMED_OUT, "DeadlineExceeded", now)
-                await self._finish(
-                    obj,
-                    job,
+                self._stop_all(job_pass, job_pass.subs, Phase.TIMED_OUT, "DeadlineExceeded", now)
+                self._finish(
+                    job_pass,
                     Phase.TIMED_OUT,
                     "DeadlineExceeded",
                     f"the run exceeded its timeout of {job.spec.timeout_seconds:g}s",
                     now,
                 )
-                return None
-        wake: list[float] = []
-        if deadline is not None:
-            wake.append(deadline - now.timestamp())
+                return
+            job_pass.wake.append(deadline - now.timestamp())
         guarantee = Guarantee(job.metadata.annotations.get(GUARANTEE_ANNOTATION, "AtLeastOnce"))
-        for index, sub in enumerate(subjobs):
-            updated, delay = await self._drive(job, sub, guarantee, now)
-            subjobs[index] = updated
+        for sub in job_pass.subs:
+            delay = self._drive(job_pass, sub, guarantee, now)
             if delay is not None:
-                wake.append(delay)
-        phases = [s.status.phase for s in subjobs]
+                job_pass.wake.append(delay)
+        phases = [sub.status.phase for sub in job_pass.subs]
         phase = aggregate_phase(job.spec.success_policy, phases, job.status.phase)
         if phase.terminal:
-            live = [s for s in subjobs if not s.status.phase.terminal]
-            await self._stop_all(live, Phase.CANCELLED, "RunFinished", now)
-        warnings, deadline_at = await self._watch_duration(job, phase, start_time, now)
-        if deadline_at is not None:
-            wake.append(max(0.0, deadline_at - now.timestamp()))
-        await self._write_job_status(obj, job, phase, phases, start_time, now, warnings)
-        return Result(requeue_after=max(0.0, min(wake))) if wake and not phase.terminal else None
+            live = [sub for sub in job_pass.subs if not sub.status.phase.terminal]
+            self._stop_all(job_pass, live, Phase.CANCELLED, "RunFinished", now)
+        update: dict[str, object] = {
+            "phase": phase,
+            "counts": PhaseCounts.of(phases),
+            "start_time": start_time,
+        }
+        if phase.terminal and job.status.completion_time is None:
+            update["completion_time"] = now
+            done = sum(1 for p in phases if p is Phase.SUCCEEDED)
+            update["reason"] = "Completed" if phase is Phase.SUCCEEDED else "SuccessPolicyUnmet"
+            update["message"] = f"{done} of {len(phases)} targets succeeded"
+        current = job.status
+        if any(getattr(current, key) != value for key, value in update.items()):
+            job_pass.status = current.model_copy(update=update)
 
-    async def _fan_out(self, obj: StoredObject, job: Job) -> list[SubJob]:
-        """Create the sub-jobs with their first attempts recorded (one write), then start them.
-
-        Recording the first attempt in the creating transaction is the dispatch
-        compare-and-set folded into the fan-out: nobody else can have dispatched a sub-job that
-        did not exist, and a crash before the start leaves the attempt on record for recovery.
-        """
-        plan = self._plan(obj, job)
-        stored = await self._store.create_many(plan.objects, keep_uids=True)
-        return await self.start_planned(plan, stored)
+    # ---- fan-out ------------------------------------------------------------------------------
 
     def plan_fan_out(self, obj: StoredObject, job: Job) -> FanOutPlan | None:
         """The sub-jobs of the run ``job`` (stored as ``obj``, whose uid is set), each with its
         first attempt recorded and a uid of its own, for the run's creator to write in the
         run's own transaction; ``None`` when the targets are only known at run time."""
         try:
-            return self._plan(obj, job)
+            objects, starts = self._subjobs(obj, job)
         except ValueError:
-            return None  # a selector: the Job's reconcile fails it with InvalidTargets
+            return None  # a selector: the Job's pass fails it with InvalidTargets
+        return FanOutPlan(objects=[o for o, _ in objects], starts=tuple(starts))
 
     async def start_planned(
-        self, plan: FanOutPlan, created: Sequence[StoredObject]
-    ) -> list[SubJob]:
-        """Start the first attempts of sub-jobs created from ``plan`` (in the same order)."""
-        subjobs = []
-        for stored, start in zip(created, plan.starts, strict=True):
-            self.own_writes[stored.name] = stored.resource_version
-            sub = self._store.typed(stored, SubJob)
-            subjobs.append(await self._start(sub, cast(_Start, start)))
-        return subjobs
+        self, plan: FanOutPlan, run: StoredObject, created: Sequence[StoredObject]
+    ) -> None:
+        """Start the first attempts of ``run``'s sub-jobs, created from ``plan`` (in the same
+        order) in the transaction that created ``run``."""
+        self._bind_loop()
+        for stored in (run, *created):
+            self.own_writes[(stored.kind, stored.name)] = stored.resource_version
+        starts = [start for start in plan.starts if isinstance(start, _Start)]
+        await self._start_all(starts)
 
-    def _plan(self, obj: StoredObject, job: Job) -> FanOutPlan:
+    def _fan_out(self, job_pass: _Pass) -> None:
+        """Create the sub-jobs with their first attempts recorded (in the pass's write).
+
+        Recording the first attempt in the creating transaction is the dispatch
+        compare-and-set folded into the fan-out: nobody else can have dispatched a sub-job that
+        did not exist, and a crash before the start leaves the attempt on record for recovery.
+        """
+        objects, starts = self._subjobs(job_pass.obj, job_pass.job)
+        for stored, model in objects:
+            job_pass.creates.append(stored)
+            job_pass.subs.append(_Sub(None, model, model.status))
+        job_pass.starts.extend(starts)
+
+    def _subjobs(
+        self, obj: StoredObject, job: Job
+    ) -> tuple[list[tuple[StoredObject, SubJob]], list[_Start]]:
         spec = job.spec
         targets = spec.targets.resolve()
         name = job.metadata.name
-        objs = []
+        objects = []
         starts = []
         for index, target in enumerate(targets):
             sub = SubJob(
@@ -268,51 +510,57 @@ class JobController:
                 ),
             )
             first = StepName.PREPARE if spec.prepare is not None else StepName.MAIN
-            status, start = self._record_attempt(job, sub, first, 1)
-            stored = to_stored(sub.model_copy(update={"status": status}), owner_uid=obj.uid)
-            objs.append(dataclasses.replace(stored, uid=new_uid()))
+            status, start = self._record_attempt(name, sub, sub.status, first, 1)
+            sub = sub.model_copy(update={"status": status})
+            stored = to_stored(sub, owner_uid=obj.uid)
+            objects.append((dataclasses.replace(stored, uid=new_uid()), sub))
             starts.append(start)
-        return FanOutPlan(objects=objs, starts=tuple(starts))
+        return objects, starts
 
-    async def _drive(
-        self, job: Job, sub: SubJob, guarantee: Guarantee, now: datetime
-    ) -> tuple[SubJob, float | None]:
+    # ---- driving one sub-job -------------------------------------------------------------------
+
+    def _drive(
+        self, job_pass: _Pass, sub: _Sub, guarantee: Guarantee, now: datetime
+    ) -> float | None:
         """Move one sub-job on: first attempt, next step, or a retry. Returns a wake-up delay."""
         status = sub.status
         if status.phase.terminal:
-            return sub, None
+            return None
         last = status.attempts[-1] if status.attempts else None
         if last is None:
-            first = StepName.PREPARE if sub.spec.prepare is not None else StepName.MAIN
-            return await self._dispatch(job, sub, first, 1), None
+            first = StepName.PREPARE if sub.model.spec.prepare is not None else StepName.MAIN
+            self._dispatch(job_pass, sub, first, 1)
+            return None
         if not last.phase.terminal:
-            return sub, None
+            return None
         if last.phase is Phase.SUCCEEDED:
             if last.step is StepName.PREPARE:
-                return await self._dispatch(job, sub, StepName.MAIN, last.number + 1), None
-            return await self._settle(sub, Phase.SUCCEEDED, "Completed", "", now), None
-        retry, why = self._may_retry(sub, guarantee)
+                self._dispatch(job_pass, sub, StepName.MAIN, last.number + 1)
+            else:
+                self._settle(sub, Phase.SUCCEEDED, "Completed", "", now)
+            return None
+        retry, why = self._may_retry(sub.status, sub.model, guarantee)
         if not retry:
-            return await self._settle(
-                sub, last.phase, last.reason or why, last.message or why, now
-            ), None
+            self._settle(sub, last.phase, last.reason or why, last.message or why, now)
+            return None
         failures = sum(
             1 for a in status.attempts if a.phase in _FAILURES and a.phase is not Phase.LOST
         )
         delay = (
-            sub.spec.retries.delay(max(1, failures)).total_seconds()
+            sub.model.spec.retries.delay(max(1, failures)).total_seconds()
             if last.phase is not Phase.LOST
             else 0.0
         )
         finished = last.finish_time or now
         due = finished.timestamp() + delay
         if due > now.timestamp():
-            return sub, due - now.timestamp()
-        return await self._dispatch(job, sub, last.step, last.number + 1), None
+            return due - now.timestamp()
+        self._dispatch(job_pass, sub, last.step, last.number + 1)
+        return None
 
     @staticmethod
-    def _may_retry(sub: SubJob, guarantee: Guarantee) -> tuple[bool, str]:
-        attempts = sub.status.attempts
+    def _may_retry(status: SubJobStatus, sub: SubJob, guarantee: Guarantee) -> tuple[bool, str]:
+        attempts = status.attempts
         last = attempts[-1]
         interrupted = last.phase is Phase.CANCELLED and last.reason == Reason.RUNTIME_SHUTDOWN
         if last.phase is Phase.CANCELLED and not interrupted:
@@ -325,24 +573,22 @@ class JobController:
         failures = sum(1 for a in attempts if _is_failure(a))
         return failures <= sub.spec.retries.limit, f"failed {failures} times"
 
-    async def _dispatch(self, job: Job, sub: SubJob, step: StepName, number: int) -> SubJob:
-        """Record attempt ``number`` (compare-and-set), then hand it to its runtime."""
-        status, start = self._record_attempt(job, sub, step, number)
-        sub = await self._write_subjob(sub, status)  # Conflict -> the reconcile is retried
-        return await self._start(sub, start)
+    def _dispatch(self, job_pass: _Pass, sub: _Sub, step: StepName, number: int) -> None:
+        """Record attempt ``number``; it is handed to its runtime once the record commits."""
+        sub.status, start = self._record_attempt(job_pass.name, sub.model, sub.status, step, number)
+        job_pass.starts.append(start)
 
     def _record_attempt(
-        self, job: Job, sub: SubJob, step: StepName, number: int
+        self, job: str, sub: SubJob, status: SubJobStatus, step: StepName, number: int
     ) -> tuple[SubJobStatus, _Start]:
         """The sub-job's status with attempt ``number`` recorded (a fresh session), and what
         to start once it is stored (or why it cannot start)."""
         spec_step = sub.spec.prepare if step is StepName.PREPARE else sub.spec.main
         assert spec_step is not None
+        name = sub.metadata.name
         session = new_uid().replace("-", "")
-        ident = attempt_id(job.metadata.name, sub.metadata.name, number)
-        log_path = (
-            self._log_dir / job.metadata.name / f"{sub.metadata.name}.{number}.{step.value}.log"
-        )
+        ident = attempt_id(job, name, number)
+        log_path = self._log_dir / job / f"{name}.{number}.{step.value}.log"
         attempt = Attempt(
             number=number,
             step=step,
@@ -353,19 +599,19 @@ class JobController:
                 "logPath": str(log_path),
             },
         )
-        status = sub.status.model_copy(
+        recorded = status.model_copy(
             update={
-                "attempts": (*sub.status.attempts, attempt),
+                "attempts": (*status.attempts, attempt),
                 "session_id": session,
                 "report_sequence": 0,
             }
         )
         try:
-            start: AttemptSpec | str = AttemptSpec(
+            spec: AttemptSpec | str = AttemptSpec(
                 attempt_id=ident,
                 session=session,
-                job=job.metadata.name,
-                subjob=sub.metadata.name,
+                job=job,
+                subjob=name,
                 target=sub.spec.target,
                 step=step.value,
                 attempt=number,
@@ -380,83 +626,61 @@ class JobController:
                 ),
             )
         except Exception as exc:  # settings a runtime cannot take fail the attempt
-            start = str(exc)
-        return status, (spec_step.runtime, start)
+            spec = str(exc)
+        return recorded, _Start(job, name, session, spec_step.runtime, spec)
 
-    async def _start(self, sub: SubJob, start: _Start) -> SubJob:
+    async def _start_all(self, starts: Sequence[_Start]) -> None:
+        """Start attempts side by side: a runtime's start returns once the attempt runs,
+        which for most takes a turn of the loop."""
+        if len(starts) == 1:
+            await self._start(starts[0])
+        elif starts:
+            await asyncio.gather(*(self._start(start) for start in starts))
+
+    async def _start(self, start: _Start) -> None:
         """Hand a recorded attempt to its runtime; a start that fails fails the attempt."""
-        session = sub.status.session_id
-        assert session is not None
-        runtime_name, spec = start
         try:
-            runtime = self._runtimes.get(runtime_name)
+            runtime = self._runtimes.get(start.runtime)
             if runtime is None:
-                raise ValueError(f"no runtime named {runtime_name!r} is configured")
-            if isinstance(spec, str):
-                raise ValueError(spec)
-            await runtime.start(spec, self.on_report)
+                raise ValueError(f"no runtime named {start.runtime!r} is configured")
+            if isinstance(start.spec, str):
+                raise ValueError(start.spec)
+            await runtime.start(start.spec, self.on_report)
         except Exception as exc:  # a start that fails is the attempt's failure, not ours
-            ident = sub.status.attempts[-1].runtime.get("attemptId")
+            ident = start.spec.attempt_id if isinstance(start.spec, AttemptSpec) else start.subjob
             logger.warning("attempt %s could not start: %s", ident, exc)
-            return await self._fail_attempt(sub.metadata.name, session, str(exc))
-        return sub
+            self._deliver(start.job, _StartFailed(start.subjob, start.session, str(exc)))
 
-    # ---- reports ----------------------------------------------------------------------------
+    # ---- applying reports ---------------------------------------------------------------------
 
-    def on_report(self, report: AttemptReport) -> None:
-        """The runtime callback: apply the report in its job's sync loop.
-
-        Reports of one job that arrive while its loop is busy are applied together by the
-        next turn (each sub-job written once, with its reports applied in arrival order): a
-        job that starts and ends at once costs one write, not one per report.
-        """
-        job, subjob, _ = parse_attempt_id(report.attempt_id)
-        with self._pending_lock:
-            pending = self._pending.setdefault(job, [])
-            pending.append((subjob, report))
-            if len(pending) > 1:
-                return  # the turn already posted for this job takes it
-        try:
-            self._reports.post(job, self._apply_pending, job)
-        except LooperClosed:
-            with self._pending_lock:
-                self._pending.pop(job, None)
-            # Only after shutdown: the attempt stays Running in the store and the next start's
-            # recovery settles it as Lost.
-            logger.warning("report %s seq %d arrived after shutdown", report.attempt_id, report.seq)
-
-    async def _apply_pending(self, job: str) -> None:
-        with self._pending_lock:
-            pending = self._pending.pop(job, [])
-        by_subjob: dict[str, list[AttemptReport]] = {}
-        for subjob, report in pending:
-            by_subjob.setdefault(subjob, []).append(report)
-        for subjob, reports in by_subjob.items():
-            await self._apply_reports(job, subjob, reports)
-
-    async def _apply_reports(self, job: str, subjob: str, reports: list[AttemptReport]) -> None:
-        """Apply ``reports`` (one sub-job's, in arrival order) in one compare-and-set."""
-        for _ in range(_CAS_TRIES):
-            try:
-                obj = await self._store.get("SubJob", subjob)
-            except NotFound:
-                return
-            sub = self._store.typed(obj, SubJob)
-            status = sub.status
-            for report in reports:
-                if status.is_stale_report(report.session, report.seq):
-                    logger.debug("dropping stale report %s seq %d", report.attempt_id, report.seq)
-                else:
-                    status = self._applied(status, report)
-            if status is sub.status:
-                return
-            try:
-                await self._write_subjob(sub, status)
-            except Conflict:
-                continue
-            self.enqueue(job)
+    def _apply(self, sub: _Sub, item: _Inbound) -> None:
+        status = sub.status
+        if isinstance(item, _StartFailed):
+            if status.session_id == item.session and status.attempts:
+                sub.status = self._start_failed(status, item.message)
             return
-        raise RuntimeError(f"could not apply the reports of {subjob} (seq {reports[-1].seq})")
+        if status.is_stale_report(item.session, item.seq):
+            logger.debug("dropping stale report %s seq %d", item.attempt_id, item.seq)
+            return
+        sub.status = self._applied(status, item)
+
+    def _start_failed(self, status: SubJobStatus, message: str) -> SubJobStatus:
+        now = self._clock.now()
+        failed = status.attempts[-1].model_copy(
+            update={
+                "phase": Phase.FAILED,
+                "reason": "StartFailed",
+                "message": message,
+                "start_time": now,
+                "finish_time": now,
+            }
+        )
+        return status.model_copy(
+            update={
+                "attempts": (*status.attempts[:-1], failed),
+                "report_sequence": status.report_sequence + 1,
+            }
+        )
 
     def _applied(self, status: SubJobStatus, report: AttemptReport) -> SubJobStatus:
         last = status.attempts[-1]
@@ -501,152 +725,87 @@ class JobController:
             update["reason"] = report.reason
         return status.model_copy(update=update)
 
-    async def _fail_attempt(self, subjob: str, session: str, message: str) -> SubJob:
-        """Record that the attempt of ``session`` could not start (and nothing newer)."""
-        obj = await self._store.get("SubJob", subjob)
-        sub = self._store.typed(obj, SubJob)
-        if sub.status.session_id != session:
-            return sub  # a later dispatch owns the sub-job now
-        now = self._clock.now()
-        last = sub.status.attempts[-1]
-        failed = last.model_copy(
-            update={
-                "phase": Phase.FAILED,
-                "reason": "StartFailed",
-                "message": message,
-                "start_time": now,
-                "finish_time": now,
-            }
-        )
-        status = sub.status.model_copy(
-            update={
-                "attempts": (*sub.status.attempts[:-1], failed),
-                "report_sequence": sub.status.report_sequence + 1,
-            }
-        )
-        sub = await self._write_subjob(sub, status)
-        self.enqueue(sub.spec.job.name)  # its retry is decided by the next reconcile
-        return sub
-
     # ---- endings ----------------------------------------------------------------------------
 
-    async def _settle(
-        self, sub: SubJob, phase: Phase, reason: str, message: str, now: datetime
-    ) -> SubJob:
-        if not can_advance(sub.status.phase, phase) or sub.status.phase == phase:
-            return sub
-        status = sub.status.model_copy(
+    @staticmethod
+    def _settle(sub: _Sub, phase: Phase, reason: str, message: str, now: datetime) -> None:
+        status = sub.status
+        if not can_advance(status.phase, phase) or status.phase == phase:
+            return
+        sub.status = status.model_copy(
             update={
                 "phase": phase,
                 "reason": reason,
                 "message": message or None,
-                "completion_time": sub.status.completion_time or now,
+                "completion_time": status.completion_time or now,
             }
         )
-        return await self._write_subjob(sub, status)
 
-    async def _stop_all(
-        self, subjobs: Sequence[SubJob], phase: Phase, reason: str, now: datetime
+    def _stop_all(
+        self, job_pass: _Pass, subs: Sequence[_Sub], phase: Phase, reason: str, now: datetime
     ) -> None:
-        """Stop every live attempt and settle the sub-jobs in ``phase``."""
-        for sub in subjobs:
+        """Settle the live sub-jobs in ``phase`` and stop their attempts after the commit."""
+        for sub in subs:
             if sub.status.phase.terminal:
                 continue
             last = sub.status.attempts[-1] if sub.status.attempts else None
             if last is not None and not last.phase.terminal:
-                runtime = self._runtimes.get(str(last.runtime.get("runtime", "")))
                 ident = str(last.runtime.get("attemptId", ""))
-                if runtime is not None and ident:
-                    # Unknown here means it ran in a previous process: recovery settles it.
-                    with contextlib.suppress(UnknownAttemptError):
-                        await runtime.cancel(ident, grace=self._kill_grace, reason=reason)
-            for _ in range(_CAS_TRIES):
-                try:
-                    await self._settle(sub, phase, reason, "", now)
-                    break
-                except Conflict:
-                    sub = self._store.typed(
-                        await self._store.get("SubJob", sub.metadata.name), SubJob
-                    )
+                if ident:
+                    job_pass.stops.append((str(last.runtime.get("runtime", "")), ident, reason))
+            self._settle(sub, phase, reason, "", now)
 
-    async def _finish(
-        self, obj: StoredObject, job: Job, phase: Phase, reason: str, message: str, now: datetime
-    ) -> None:
-        status = job.status.model_copy(
+    @staticmethod
+    def _finish(job_pass: _Pass, phase: Phase, reason: str, message: str, now: datetime) -> None:
+        status = job_pass.status
+        job_pass.status = status.model_copy(
             update={
                 "phase": phase,
                 "reason": reason,
                 "message": message,
-                "start_time": job.status.start_time or now,
+                "start_time": status.start_time or now,
                 "completion_time": now,
             }
         )
-        await self._store.write_status(obj, job.model_copy(update={"status": status}))
-
-    async def _write_job_status(
-        self,
-        obj: StoredObject,
-        job: Job,
-        phase: Phase,
-        phases: list[Phase],
-        start_time: datetime,
-        now: datetime,
-        warnings: tuple[str, ...] = (),
-    ) -> None:
-        update: dict[str, object] = {
-            "phase": phase,
-            "counts": PhaseCounts.of(phases),
-            "start_time": start_time,
-            "warnings": job.status.warnings + warnings,
-        }
-        if phase.terminal and job.status.completion_time is None:
-            update["completion_time"] = now
-            done = sum(1 for p in phases if p is Phase.SUCCEEDED)
-            update["reason"] = "Completed" if phase is Phase.SUCCEEDED else "SuccessPolicyUnmet"
-            update["message"] = f"{done} of {len(phases)} targets succeeded"
-        status: JobStatus = job.status.model_copy(update=update)
-        if status != job.status:
-            await self._store.write_status(obj, job.model_copy(update={"status": status}))
-
-    async def _write_subjob(self, sub: SubJob, status: SubJobStatus) -> SubJob:
-        current = self._store.cache.get("SubJob", sub.metadata.name)
-        if current is None or current.resource_version != sub.metadata.resource_version:
-            current = to_stored(sub)
-        stored = await self._store.write_status(current, sub.model_copy(update={"status": status}))
-        self.own_writes[stored.name] = stored.resource_version
-        return self._store.typed(stored, SubJob)
 
     # ---- long-running runs -----------------------------------------------------------------
 
-    async def _watch_duration(
-        self, job: Job, phase: Phase, start_time: datetime, now: datetime
-    ) -> tuple[tuple[str, ...], float | None]:
-        """Warn once when a run goes on longer than expected; returns new warnings and when
-        to look again."""
-        name = job.metadata.name
+    async def _watch_duration(self, job_pass: _Pass, now: datetime) -> None:
+        """Warn once when a run goes on longer than expected (into the job's warnings), and
+        wake the job when its own threshold comes."""
+        name = job_pass.name
+        job = job_pass.job
+        phase = job_pass.status.phase
+        start_time = job_pass.status.start_time or now
         detector = self._longrunning
         if phase.terminal:
             duration = (now - start_time).total_seconds()
-            detector.finished(name, duration, success=phase is Phase.SUCCEEDED)
-            return tuple(self._warnings.pop(name, ())), None
-        if phase.rank < Phase.PREPARING.rank:
-            return (), None
-        series = job.status.cron_job.name if job.status.cron_job else name
-        await self._load_history(series, job.status.cron_job)
-        detector.started(
-            name,
-            cronjob=series,
-            started_at=start_time.timestamp(),
-            expected=job.spec.expected_duration_seconds,
-            warned=bool(job.status.warnings),
-        )
-        for warning in detector.check(now.timestamp()):
-            logger.warning("%s", warning.message)
-            self.long_running_warnings += 1
-            self._warnings.setdefault(warning.run_id, []).append(warning.message)
-            if warning.run_id != name:
-                self.enqueue(warning.run_id)
-        return tuple(self._warnings.pop(name, ())), detector.next_deadline()
+            job_pass.ended = (duration, phase is Phase.SUCCEEDED)
+            job_pass.warnings = tuple(self._warnings.pop(name, ()))
+        elif phase.rank >= Phase.PREPARING.rank:
+            series = job.status.cron_job.name if job.status.cron_job else name
+            await self._load_history(series, job.status.cron_job)
+            threshold = detector.started(
+                name,
+                cronjob=series,
+                started_at=start_time.timestamp(),
+                expected=job.spec.expected_duration_seconds,
+                warned=bool(job.status.warnings),
+            )
+            for warning in detector.check(now.timestamp()):
+                logger.warning("%s", warning.message)
+                self.long_running_warnings += 1
+                self._warnings.setdefault(warning.run_id, []).append(warning.message)
+                if warning.run_id != name:
+                    self.enqueue(warning.run_id)
+            job_pass.warnings = tuple(self._warnings.pop(name, ()))
+            if threshold is not None and not job.status.warnings and not job_pass.warnings:
+                due = start_time.timestamp() + threshold.seconds
+                job_pass.wake.append(max(0.0, due - now.timestamp()))
+        if job_pass.warnings:
+            job_pass.status = job_pass.status.model_copy(
+                update={"warnings": job_pass.status.warnings + job_pass.warnings}
+            )
 
     async def _load_history(self, cronjob: str, ref: ObjectRef | None) -> None:
         """Seed a CronJob's duration history from its stored successful runs, once."""
@@ -670,7 +829,12 @@ class JobController:
     # ---- crash recovery ---------------------------------------------------------------------
 
     async def recover(self) -> int:
-        """Settle attempts a previous process left running; returns how many were found."""
+        """Settle attempts a previous process left running; returns how many were found.
+
+        Each runtime reports its records Lost; the reports go to their jobs' inboxes like any
+        other report, and the jobs are enqueued.
+        """
+        self._bind_loop()
         subs = (await self._store.list("SubJob")).items
         pending: dict[str, list[tuple[SubJob, RecoveryRecord]]] = {}
         for obj in subs:
@@ -699,8 +863,6 @@ class JobController:
                 continue
             reports = await runtime.recover([record for _, record in items])
             for (sub, _), report in zip(items, reports, strict=True):
-                job = sub.spec.job.name
-                await self._apply_reports(job, sub.metadata.name, [report])
-                self.enqueue(job)
+                self._deliver(sub.spec.job.name, report)
                 found += 1
         return found

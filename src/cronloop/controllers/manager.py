@@ -12,7 +12,6 @@ how it recovers from a compacted history.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,11 +24,10 @@ from cronloop.controllers.cronjob import CronJobController, job_phase
 from cronloop.controllers.job import JobController
 from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL
 from cronloop.runtimes import Runtime
-from cronloop.store import EventType, Expired, Store, WatchEvent
+from cronloop.store import EventType, Expired, Store, StoredObject, WatchEvent
 from cronloop.sync import (
     Controller,
     ItemExponentialFailureRateLimiter,
-    KeyedLooper,
     MetricsProvider,
 )
 
@@ -74,7 +72,8 @@ class Manager:
         clock: Clock | None = None,
         admission: AdmissionController | None = None,
         cronjob_workers: int = 16,
-        job_workers: int = 32,
+        job_workers: int = 8,
+        job_batch: int = 128,
         resync_period: float = 30.0,
         metrics: MetricsProvider | None = None,
     ) -> None:
@@ -82,14 +81,11 @@ class Manager:
         self._runtimes = runtimes
         self._clock = clock or SystemClock()
         self._resync_period = resync_period
-        self._reports: KeyedLooper[str] = KeyedLooper(workers=job_workers, name="job-reports")
         #: What the controllers read: the feed keeps it current, their writes go through it.
         self.cache = ObjectCache(_KINDS)
         view = CachedStore(store, self.cache)
         self.cronjobs = CronJobController(view, clock=self._clock, admission=admission)
-        self.jobs = JobController(
-            view, runtimes, clock=self._clock, log_dir=log_dir, reports=self._reports
-        )
+        self.jobs = JobController(view, runtimes, clock=self._clock, log_dir=log_dir)
         # A failing reconcile (the store is down, a conflict) is retried per object from
         # 100 ms doubling to 5 s, like the kubelet's sync loop backs off from its runtime.
         self._cronjob_loop: Controller[str] = Controller(
@@ -99,12 +95,15 @@ class Manager:
             metrics=metrics,
             rate_limiter=ItemExponentialFailureRateLimiter(FEED_BACKOFF_MIN, FEED_BACKOFF_MAX),
         )
+        # Jobs are reconciled in batches: every job ready at once (up to ``job_batch``) is
+        # decided in one pass and committed in one transaction.
         self._job_loop: Controller[str] = Controller(
             self.jobs,
             name="job",
             workers=job_workers,
             metrics=metrics,
             rate_limiter=ItemExponentialFailureRateLimiter(FEED_BACKOFF_MIN, FEED_BACKOFF_MAX),
+            max_batch=job_batch,
         )
         self.jobs.enqueue = self._job_loop.enqueue
         # Runs are created with their sub-jobs and started by the CronJob controller itself.
@@ -143,7 +142,6 @@ class Manager:
 
     async def run(self) -> None:
         """Recover, then run controllers, change feed and resync until :meth:`stop`."""
-        self._reports.start()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._cronjob_loop.run(), name="cronjob-controller")
@@ -155,18 +153,20 @@ class Manager:
                 feed.cancel()
                 resync.cancel()
                 self._cronjob_loop.stop()
+                self.jobs.dispatching = False
+                await self._close_runtimes()
+                # Their final reports are in the inboxes: the job loop drains them.
                 self._job_loop.stop()
         finally:
-            # Closing the runtimes cancels what still runs (reason RuntimeShutdown); their
-            # final reports must still reach the store, so the report loop closes last.
-            for runtime in self._runtimes.values():
-                try:
-                    await runtime.aclose()
-                except Exception:
-                    logger.exception("closing runtime %r failed", runtime)
-            self._reports.quit_safely()
-            with contextlib.suppress(Exception):
-                await self._reports.wait_closed()
+            await self._close_runtimes()
+
+    async def _close_runtimes(self) -> None:
+        """Cancel what still runs (reason RuntimeShutdown); idempotent."""
+        for runtime in self._runtimes.values():
+            try:
+                await runtime.aclose()
+            except Exception:
+                logger.exception("closing runtime %r failed", runtime)
 
     # ---- sources ----------------------------------------------------------------------------
 
@@ -178,6 +178,7 @@ class Manager:
         # The feed restarts from the listing: events of writes noted before may never come,
         # and a missed skip only costs one extra reconcile.
         self.jobs.own_writes.clear()
+        self.cronjobs.own_runs.clear()
         self._enqueue_cached()
         return min(listing.revision for listing in listings.values())
 
@@ -213,28 +214,48 @@ class Manager:
                 self._cronjob_loop.enqueue(obj.name)  # not just its own status write
         elif obj.kind == "Job":
             terminal = job_phase(obj).terminal
-            # The Job controller writes a Job's status itself; what it must see is a new Job,
-            # a spec or annotation change (a cancel request: generation moves), a deletion.
+            own = self._own(obj, event)
+            # The Job controller writes a Job's status itself and starts the runs the CronJob
+            # controller creates; what it must see is another new Job, a spec or annotation
+            # change (a cancel request: generation moves), a deletion.
             seen = self._job_generations.get(obj.name)
-            if event.type is not EventType.MODIFIED or seen != obj.generation:
+            if event.type is EventType.DELETED:
+                if not terminal:
+                    self._job_loop.enqueue(obj.name)  # its pass drops what waits for it
+            elif not own and (event.type is EventType.ADDED or seen != obj.generation):
                 self._job_loop.enqueue(obj.name)
             if event.type is EventType.DELETED or terminal:
                 self._job_generations.pop(obj.name, None)
             else:
                 self._job_generations[obj.name] = obj.generation
-            # A CronJob cares when its set of active runs changes: created, finished, deleted.
+            # A CronJob cares when its set of active runs changes: created, finished, deleted
+            # (not by itself: its own creates and prunes were decided by its own pass).
             owner = obj.labels.get(CRONJOB_LABEL)
-            if owner is not None and (event.type is not EventType.MODIFIED or terminal):
+            if owner is None:
+                return
+            if self.cronjobs.own_runs.get(obj.name) == event.revision:
+                del self.cronjobs.own_runs[obj.name]
+            elif event.type is not EventType.MODIFIED or terminal:
                 self._cronjob_loop.enqueue(owner)
         elif obj.kind == "SubJob":
-            own = self.jobs.own_writes.get(obj.name)
-            if own is not None and own <= obj.resource_version:
-                del self.jobs.own_writes[obj.name]
-                if own == obj.resource_version and event.type is not EventType.DELETED:
-                    return  # the Job controller's own write: it enqueued the job if needed
+            if event.type is EventType.DELETED or self._own(obj, event):
+                # Deleted with its Job (whose own event counts), or the Job controller's own
+                # write: the pass that made it decided.
+                return
             job = obj.labels.get(JOB_LABEL)
             if job is not None:
                 self._job_loop.enqueue(job)
+
+    def _own(self, obj: StoredObject, event: WatchEvent) -> bool:
+        """Whether ``event`` is the Job controller's own write of ``obj`` (forgotten once the
+        feed has passed it)."""
+        own = self.jobs.own_writes
+        key = (obj.kind, obj.name)
+        version = own.get(key)
+        if version is None or version > obj.resource_version:
+            return False
+        del own[key]
+        return version == obj.resource_version and event.type is not EventType.DELETED
 
     def _enqueue_cached(self) -> None:
         """Enqueue, from the cache, every CronJob not reconciled at its current version and

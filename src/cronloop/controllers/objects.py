@@ -14,6 +14,8 @@ import dataclasses
 from datetime import datetime
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from cronloop.api import (
     KINDS,
     CronJob,
@@ -30,6 +32,7 @@ __all__ = [
     "CRONJOB_LABEL",
     "JOB_LABEL",
     "ResourceT",
+    "dump_status",
     "from_stored",
     "replacing",
     "run_unique_key",
@@ -78,6 +81,11 @@ def to_stored(
         uid=resource.metadata.uid or "",
         resource_version=resource.metadata.resource_version or 0,
     )
+
+
+def dump_status(status: BaseModel) -> dict[str, Any]:
+    """The stored form of a resource's status (camelCase keys, unset fields left out)."""
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def replacing(current: StoredObject, resource: Resource) -> StoredObject:
