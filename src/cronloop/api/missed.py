@@ -41,6 +41,7 @@ from cronloop.api.cronjob import (
     DEFAULT_MISFIRE_THRESHOLD_SECONDS,
     CatchUp,
     CronJob,
+    CronJobStatus,
     Guarantee,
 )
 from cronloop.api.schedule import Schedule
@@ -221,18 +222,23 @@ def plan_missed_runs(
 
 
 def plan_for_cronjob(
-    cronjob: CronJob, now: datetime, *, max_listed: int = DEFAULT_MAX_LISTED
+    cronjob: CronJob,
+    now: datetime,
+    *,
+    max_listed: int = DEFAULT_MAX_LISTED,
+    status: CronJobStatus | None = None,
 ) -> MissedRunPlan:
     """:func:`plan_missed_runs` with every setting taken from ``cronjob``.
 
     The creation timestamp is the cursor of a CronJob that never ran and anchors ``@every``
-    schedules; a CronJob without one is planned from ``now`` (nothing is due yet).
+    schedules; a CronJob without one is planned from ``now`` (nothing is due yet). ``status``,
+    when given, is used instead of ``cronjob.status`` (a newer one).
     """
     created = cronjob.metadata.creation_timestamp or now
     spec = cronjob.spec
     return plan_missed_runs(
         spec.parsed_schedule(anchor=created),
-        last_schedule_time=cronjob.status.last_schedule_time,
+        last_schedule_time=(status or cronjob.status).last_schedule_time,
         created=created,
         now=now,
         starting_deadline_seconds=spec.starting_deadline_seconds,

@@ -227,7 +227,9 @@ async def serve(
     admission = None
     if options.limits is not None and options.limits != AdmissionLimits():
         admission = AdmissionController(options.limits, registry=registry)
-    manager = Manager(store, runtimes, log_dir=log_dir, metrics=metrics, admission=admission)
+    manager = Manager(
+        store, runtimes, log_dir=log_dir, metrics=metrics, admission=admission, tune_gc=True
+    )
     seen: dict[Path, str] = {}
     applied = await apply_spec_dir(store, options.spec_dirs, console, seen)
     app = create_app(

@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 from cronloop.api import Resource
-from cronloop.controllers.objects import ResourceT, dump_status, typed
+from cronloop.controllers.objects import ResourceT, dump_model, typed
 from cronloop.store import (
     Batch,
     BatchResult,
@@ -201,7 +201,7 @@ class CachedStore:
         version = max(current.resource_version, resource.metadata.resource_version or 0)
         stored = await self.update_status(
             dataclasses.replace(
-                current, status=dump_status(resource.status), resource_version=version
+                current, status=dump_model(resource.status), resource_version=version
             )
         )
         self.keep_typed(stored, resource)

@@ -2,17 +2,23 @@
 
 A level-triggered reconciler keyed by CronJob name (driven by a
 :class:`~cronloop.sync.Controller`; the work queue never runs one CronJob twice at once). Each
-reconcile re-reads the CronJob and its runs and:
+pass re-reads the CronJob and its runs from the controllers' cache and:
 
-1. asks :func:`cronloop.api.plan_for_cronjob` which due times to start and which to skip;
+1. asks :func:`cronloop.api.plan_for_cronjob` which due times to start and which to skip
+   (answered from memory in the common cases, see :meth:`CronJobController._plan`);
 2. applies admission (an overloaded host delays AtLeastOnce runs and skips AtMostOnce ones)
    and the concurrency policy (Allow, Forbid, Replace) to each time to start;
-3. creates the runs and the skip records in one transaction, each with the unique key
-   ``<cronjob uid>@<scheduled time>``, so a run can never be created twice, even by a second
-   scheduler or by this one replaying after a crash;
-4. only then moves ``status.lastScheduleTime`` forward (compare-and-set). A crash between 3
-   and 4 replays the same plan, finds the runs already there, and creates nothing new;
-5. prunes finished runs beyond the history limits, and asks to be woken at the next time.
+3. records, in one transaction: the runs (with their sub-jobs and first attempts) and the
+   skip records, each with the unique key ``<cronjob uid>@<scheduled time>`` so that a run can
+   never be created twice, even by a second scheduler or by this one replaying after a crash;
+   the CronJob's new status, ``lastScheduleTime`` moved forward (compare-and-set); cancel
+   requests for runs a Replace policy supersedes; finished runs beyond the history limits;
+4. only after that commit hands the new runs' first attempts to their runtimes, and asks to be
+   woken at the next scheduled time.
+
+CronJobs that are ready together (all the CronJobs due in the same second, say) are passed in
+one batch and committed in one transaction; if that fails, each pass is committed on its own,
+so one CronJob's conflict retries only that CronJob.
 
 Every skipped, missed or suppressed time is recorded: listed ones as Jobs in phase Skipped
 with their reason, and all of them in the CronJob's counters.
@@ -20,26 +26,28 @@ with their reason, and all of them in the CronJob's counters.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import dataclasses
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from cronloop.api import (
+    CatchUp,
     ConcurrencyPolicy,
     CronJob,
+    CronJobStatus,
     Guarantee,
     Job,
-    JobSpec,
     JobStatus,
     MissedRunPlan,
-    ObjectMeta,
     ObjectRef,
     Phase,
     PhaseCounts,
+    Schedule,
     SkipReason,
     plan_for_cronjob,
     run_name,
@@ -47,14 +55,22 @@ from cronloop.api import (
 from cronloop.controllers.admission import AdmissionController, Delay, Skip
 from cronloop.controllers.cache import CachedStore
 from cronloop.controllers.clock import Clock, monotonic
+from cronloop.controllers.fanout import FanOutPlan, FanOutTemplate
 from cronloop.controllers.objects import (
     CRONJOB_LABEL,
+    dump_model,
+    json_time,
     replacing,
     run_unique_key,
-    to_stored,
-    typed,
 )
-from cronloop.store import AlreadyExists, Conflict, NotFound, StoredObject, new_uid
+from cronloop.store import (
+    AlreadyExists,
+    Batch,
+    BatchResult,
+    NotFound,
+    StoredObject,
+    new_uid,
+)
 from cronloop.sync import Result
 
 __all__ = [
@@ -62,7 +78,6 @@ __all__ = [
     "GUARANTEE_ANNOTATION",
     "SKIPPED_HISTORY_LIMIT",
     "CronJobController",
-    "FanOutPlan",
     "RunStarter",
     "job_phase",
 ]
@@ -78,19 +93,23 @@ SKIPPED_HISTORY_LIMIT = 10
 #: How soon a run waiting behind a Forbid policy or an overloaded host looks again at the
 #: latest, in case no event wakes it first.
 _WAIT_RECHECK_SECONDS = 5.0
+#: CronJob versions whose run template is kept (a few KB each); a CronJob beyond them is
+#: compiled again when it next fires, which is only slower.
+_COMPILED_LIMIT = 16_384
 
-_CAS_TRIES = 20
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FAILED_PHASES = frozenset({Phase.FAILED, Phase.TIMED_OUT, Phase.LOST, Phase.CANCELLED})
+_ANNOTATIONS_KEY = "__annotations__"
 
 
-def _template(cronjob: CronJob) -> JobSpec:
-    """The CronJob's job template, with the CronJob's expected duration if it has none."""
-    template = cronjob.spec.job_template
-    expected = cronjob.spec.expected_duration_seconds
-    if expected is not None and template.expected_duration_seconds is None:
-        return template.model_copy(update={"expected_duration_seconds": expected})
-    return template
+def job_phase(obj: StoredObject) -> Phase:
+    """The phase recorded in a stored Job's status (Pending when unset)."""
+    return Phase(obj.status.get("phase", Phase.PENDING.value))
+
+
+def _scheduled_time(obj: StoredObject) -> datetime | None:
+    text = obj.status.get("scheduledTime")
+    return datetime.fromisoformat(text) if isinstance(text, str) else None
 
 
 def _cursor(created: datetime, last_schedule_time: datetime | None) -> datetime:
@@ -99,43 +118,68 @@ def _cursor(created: datetime, last_schedule_time: datetime | None) -> datetime:
     return created if last_schedule_time is None else max(created, last_schedule_time)
 
 
-def job_phase(obj: StoredObject) -> Phase:
-    """The phase recorded in a stored Job's status (Pending when unset)."""
-    return Phase(obj.status.get("phase", Phase.PENDING.value))
-
-
-@dataclass(frozen=True)
-class FanOutPlan:
-    """A run's sub-jobs, ready to be created right after the run in its transaction."""
-
-    #: The SubJobs, each with its first attempt recorded and a uid of its own.
-    objects: list[StoredObject]
-    #: How to start each first attempt once created (the Job controller's own business).
-    starts: tuple[object, ...]
-
-
 class RunStarter(Protocol):
     """Fans a new run out and starts it (the Job controller), so that a run, its sub-jobs
     and their first attempts are created in one transaction and started right after it."""
 
-    def plan_fan_out(self, obj: StoredObject, job: Job) -> FanOutPlan | None: ...
+    def fan_out(self, template: FanOutTemplate, run: StoredObject) -> FanOutPlan: ...
 
     async def start_planned(
-        self, plan: FanOutPlan, run: StoredObject, created: Sequence[StoredObject]
-    ) -> object: ...
+        self, runs: Sequence[tuple[FanOutPlan, StoredObject, Sequence[StoredObject]]]
+    ) -> None: ...
 
 
-@dataclass
-class _Outcome:
-    """What one reconcile decided, before it is written."""
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """What passes need from one version (uid, generation) of a CronJob, worked out once."""
 
+    cronjob: CronJob
+    schedule: Schedule
+    created: datetime
+    #: The stored spec of its runs (the job template, annotations included).
+    job_spec: dict[str, Any]
+    #: Its runs' sub-jobs, or None for targets known only at run time (a selector).
+    fan_out: FanOutTemplate | None
+    #: The stored status of a new run, but for its start and scheduled times.
+    run_status: dict[str, Any]
+
+
+@dataclass(slots=True, eq=False)
+class _Pass:
+    """What one pass over one CronJob decided, before it is committed."""
+
+    obj: StoredObject
+    compiled: _Compiled
+    status: CronJobStatus
+    plan: MissedRunPlan
+    runs: list[StoredObject]
     creates: list[StoredObject] = field(default_factory=list)
+    #: Each new run's fan-out: (plan, index of the run in ``creates``).
+    fan_outs: list[tuple[FanOutPlan, int]] = field(default_factory=list)
     cancels: list[StoredObject] = field(default_factory=list)
+    prunes: list[tuple[str, str]] = field(default_factory=list)
+    new_status: CronJobStatus | None = None
+    cursor: datetime | None = None
+    waiting_for: float | None = None
     started: int = 0
     skipped: int = 0
     missed: int = 0
-    cursor: datetime | None = None
-    waiting_for: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.obj.name
+
+    def batch(self) -> Batch:
+        status = []
+        if self.new_status is not None:
+            status.append(dataclasses.replace(self.obj, status=dump_model(self.new_status)))
+        return Batch(
+            creates=self.creates,
+            updates=self.cancels,
+            status_updates=status,
+            deletes=self.prunes,
+            keep_uids=True,
+        )
 
 
 class CronJobController:
@@ -154,20 +198,54 @@ class CronJobController:
         #: Set by the manager: creates runs with their sub-jobs and starts them at once. Without
         #: it, a run's Job controller fans it out after seeing it in the change feed.
         self.starter: RunStarter | None = None
-        #: The resource version each CronJob had when its last reconcile finished (its own
-        #: status write included). Such a CronJob has nothing new to look at: its next time is
-        #: already waiting on the delaying queue, so the manager need not enqueue it again for
-        #: a resync or for the change event of that very write.
+        #: The resource version each CronJob had when its last pass finished (its own status
+        #: write included). Such a CronJob has nothing new to look at: its next time is already
+        #: waiting on the delaying queue, so the manager need not enqueue it again for a resync
+        #: or for the change event of that very write.
         self.observed: dict[str, int] = {}
         #: Job name -> revision of the runs this controller created or pruned itself: their
         #: change events need not wake the CronJob (the pass that wrote them decided).
         self.own_runs: dict[str, int] = {}
         #: name -> (uid, generation, cursor, next time): the next scheduled time after the
-        #: cursor, as last planned. Until it comes, nothing is due and the plan is known
-        #: without evaluating the schedule again (see :meth:`_plan`).
+        #: cursor, as last planned (see :meth:`_plan`).
         self._next_times: dict[str, tuple[str, int, datetime, datetime]] = {}
+        self._compiled: OrderedDict[tuple[str, int], _Compiled] = OrderedDict()
 
     async def reconcile(self, name: str) -> Result | None:
+        outcome = (await self.reconcile_batch([name]))[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def reconcile_batch(self, names: Sequence[str]) -> list[Result | Exception | None]:
+        """One pass per CronJob, all committed in one transaction (see the module docstring)."""
+        now = self._clock.now()
+        outcomes: list[Result | Exception | None] = []
+        passes: list[tuple[int, _Pass]] = []
+        for name in names:
+            try:
+                cron_pass = await self._pass(name, now)
+            except Exception as exc:
+                outcomes.append(exc)
+                continue
+            outcomes.append(None)
+            if cron_pass is not None:
+                passes.append((len(outcomes) - 1, cron_pass))
+        results = await self._commit([p for _, p in passes])
+        starts: list[tuple[FanOutPlan, StoredObject, Sequence[StoredObject]]] = []
+        for (index, cron_pass), result in zip(passes, results, strict=True):
+            if isinstance(result, Exception):
+                outcomes[index] = result
+                continue
+            starts.extend(self._fan_outs(cron_pass, result))
+            outcomes[index] = self._committed(cron_pass, result, now)
+        if starts and self.starter is not None:
+            await self.starter.start_planned(starts)
+        return outcomes
+
+    # ---- one pass ---------------------------------------------------------------------------
+
+    async def _pass(self, name: str, now: datetime) -> _Pass | None:
         try:
             obj = await self._store.get("CronJob", name)
         except NotFound:
@@ -176,291 +254,311 @@ class CronJobController:
             self.observed.pop(name, None)
             self._next_times.pop(name, None)
             return None
-        self.observed.pop(name, None)  # until this pass has finished
-        cronjob = self._store.typed(obj, CronJob)
-        now = self._clock.now()
+        self.observed.pop(name, None)  # until this pass has committed
+        compiled = self._compile(obj)
+        status = CronJobStatus.model_validate(obj.status)
         runs = await self._store.owned("Job", obj.uid)
-        plan = self._plan(obj, cronjob, now)
-        outcome = self._decide(obj, cronjob, plan.start, runs)
+        cron_pass = _Pass(
+            obj=obj,
+            compiled=compiled,
+            status=status,
+            plan=self._plan(obj, compiled, status, now),
+            runs=runs,
+        )
+        self._decide(cron_pass, now)
+        plan = cron_pass.plan
         for skipped in plan.skipped:
-            outcome.creates.append(
+            cron_pass.creates.append(
                 self._skip_record(
-                    obj,
-                    cronjob,
+                    cron_pass,
                     skipped.scheduled_time,
                     skipped.reason.value,
                     f"scheduled time skipped: {skipped.reason.value}",
                 )
             )
-        if outcome.waiting_for is None:
-            outcome.cursor = plan.last_considered
+        if cron_pass.waiting_for is None:
+            cron_pass.cursor = plan.last_considered
         elif plan.skipped:
             # Skipped times are all older than the first time to start, so they are settled
             # even while that one waits.
             newest_skip = plan.skipped[-1].scheduled_time
-            outcome.cursor = max(outcome.cursor or newest_skip, newest_skip)
-        # Counters move with the cursor, in the same compare-and-set as the cursor: if a later
-        # write of this pass fails, the retry counts the same times again against the same
-        # old cursor, so every due time is counted exactly once. Each handled time is counted
-        # by what is stored for it (a replay after a crash finds its earlier decision).
-        existing = {run.unique_key: run for run in runs}
-        fresh = [c for c in outcome.creates if c.unique_key not in existing]
-        for record in outcome.creates:
-            actual = existing.get(record.unique_key, record)
-            if job_phase(actual) is Phase.SKIPPED:
-                if actual.status.get("reason") == SkipReason.MISSED_DEADLINE.value:
-                    outcome.missed += 1
-                else:
-                    outcome.skipped += 1
-            else:
-                outcome.started += 1
-        unlisted = plan.unlisted_skipped
-        unlisted_missed = plan.skipped_counts.get(SkipReason.MISSED_DEADLINE, 0) - sum(
-            1 for s in plan.skipped if s.reason is SkipReason.MISSED_DEADLINE
-        )
-        outcome.missed += unlisted_missed
-        outcome.skipped += unlisted - unlisted_missed
-        created = await self._create_runs(fresh)
-        for run in outcome.cancels:
-            await self._request_cancel(run, "ReplacedByNewRun")
-        runs = [*runs, *created]
-        version, cursor = await self._write_status(obj, cronjob, outcome, runs)
-        await self._prune(cronjob, runs)
-        self.observed[name] = version
-        born = cronjob.metadata.creation_timestamp
-        if outcome.waiting_for is None and plan.next_wake is not None and born is not None:
-            # Everything due up to now is settled, so the next time after the new cursor is
-            # the plan's next wake.
-            self._next_times[name] = (
-                obj.uid,
-                obj.generation,
-                _cursor(born, cursor),
-                plan.next_wake,
-            )
-        return Result(requeue_after=self._next_delay(plan.next_wake, now, outcome.waiting_for))
+            cron_pass.cursor = max(cron_pass.cursor or newest_skip, newest_skip)
+        self._count(cron_pass)
+        self._prune(cron_pass)
+        cron_pass.new_status = self._new_status(cron_pass)
+        return cron_pass
 
-    # ---- deciding ---------------------------------------------------------------------------
-
-    def _plan(self, obj: StoredObject, cronjob: CronJob, now: datetime) -> MissedRunPlan:
-        """:func:`plan_for_cronjob`, answered from memory while nothing can be due.
-
-        Evaluating a cron expression was the largest cost of a reconcile, and most reconciles
-        (a run finished, a resync) come between two scheduled times. If the spec (generation)
-        and the cursor are those of the last plan and its next time has not come, no time in
-        ``(cursor, now]`` is due and the next wake is that time: exactly what the planner
-        would return.
-        """
-        created = cronjob.metadata.creation_timestamp
-        memo = self._next_times.get(obj.name)
-        if memo is not None and created is not None:
-            cursor = _cursor(created, cronjob.status.last_schedule_time)
-            if memo[:3] == (obj.uid, obj.generation, cursor) and now < memo[3]:
-                return MissedRunPlan((), (), due_count=0, next_wake=memo[3])
-        return plan_for_cronjob(cronjob, now)
-
-    def _decide(
-        self,
-        obj: StoredObject,
-        cronjob: CronJob,
-        due: Sequence[datetime],
-        runs: Sequence[StoredObject],
-    ) -> _Outcome:
-        outcome = _Outcome()
+    def _compile(self, obj: StoredObject) -> _Compiled:
+        key = (obj.uid, obj.generation)
+        found = self._compiled.get(key)
+        if found is not None:
+            self._compiled.move_to_end(key)
+            return found
+        cronjob = self._store.typed(obj, CronJob)
+        created = cronjob.metadata.creation_timestamp or self._clock.now()
         spec = cronjob.spec
-        active = [r for r in runs if not job_phase(r).terminal]
-        for scheduled in due:
+        template = spec.job_template
+        if (
+            spec.expected_duration_seconds is not None
+            and template.expected_duration_seconds is None
+        ):
+            template = template.model_copy(
+                update={"expected_duration_seconds": spec.expected_duration_seconds}
+            )
+        job_spec = dump_model(template)
+        job_spec[_ANNOTATIONS_KEY] = {GUARANTEE_ANNOTATION: spec.guarantee.value}
+        # None for a selector: the run's Job controller fails it at fan-out.
+        fan_out = FanOutTemplate.of(template)
+        pending = template.targets.count
+        run_status = JobStatus(
+            counts=PhaseCounts() if pending is None else PhaseCounts(pending=pending),
+            cron_job=ObjectRef(name=obj.name, uid=obj.uid),
+        )
+        compiled = _Compiled(
+            cronjob=cronjob,
+            schedule=spec.parsed_schedule(anchor=created),
+            created=created,
+            job_spec=job_spec,
+            fan_out=fan_out,
+            run_status=dump_model(run_status),
+        )
+        self._compiled[key] = compiled
+        while len(self._compiled) > _COMPILED_LIMIT:
+            self._compiled.popitem(last=False)
+        return compiled
+
+    def _plan(
+        self, obj: StoredObject, compiled: _Compiled, status: CronJobStatus, now: datetime
+    ) -> MissedRunPlan:
+        """:func:`plan_for_cronjob`, answered from memory in the two common cases.
+
+        Evaluating the schedule was the largest cost of a pass. The memo holds the next
+        scheduled time after the cursor as of the last plan (for the same spec and cursor):
+
+        - before that time nothing is due, and the next wake is that time;
+        - from that time until the one after it, exactly that time is due, and it starts if
+          it is on time by every rule the planner applies (not suspended, inside the catch-up
+          window and, under ``catchUp: None``, within the misfire threshold).
+
+        Anything else (the first pass, a changed spec, a late or missed time) goes to the
+        planner. A property test checks both shortcuts against it.
+        """
+        cursor = _cursor(compiled.created, status.last_schedule_time)
+        memo = self._next_times.get(obj.name)
+        if memo is None or memo[:3] != (obj.uid, obj.generation, cursor):
+            return plan_for_cronjob(compiled.cronjob, now, status=status)
+        due = memo[3]
+        if now < due:
+            return MissedRunPlan((), (), due_count=0, next_wake=due)
+        spec = compiled.cronjob.spec
+        late = now - due
+        threshold = timedelta(seconds=spec.misfire_threshold_seconds)
+        if spec.starting_deadline_seconds is not None:
+            window: timedelta | None = timedelta(seconds=spec.starting_deadline_seconds)
+        elif spec.guarantee is Guarantee.AT_MOST_ONCE:
+            window = threshold
+        else:
+            window = None
+        following = compiled.schedule.next_after(due)
+        on_time = (window is None or late <= window) and (
+            spec.catch_up is not CatchUp.NONE or late <= threshold
+        )
+        if spec.suspend or not on_time or (following is not None and following <= now):
+            return plan_for_cronjob(compiled.cronjob, now, status=status)
+        return MissedRunPlan((due,), (), due_count=1, last_considered=due, next_wake=following)
+
+    def _decide(self, cron_pass: _Pass, now: datetime) -> None:
+        spec = cron_pass.compiled.cronjob.spec
+        active = [r for r in cron_pass.runs if not job_phase(r).terminal]
+        for scheduled in cron_pass.plan.start:
             if self._admission is not None:
                 decision = self._admission.decide(
-                    spec.guarantee.value, key=cronjob.metadata.name, now=monotonic()
+                    spec.guarantee.value, key=cron_pass.name, now=monotonic()
                 )
                 if isinstance(decision, Delay):
-                    outcome.waiting_for = decision.retry_after
+                    cron_pass.waiting_for = decision.retry_after
                     break
                 if isinstance(decision, Skip):
-                    outcome.creates.append(
-                        self._skip_record(
-                            obj, cronjob, scheduled, "HostOverloaded", decision.reason
-                        )
+                    cron_pass.creates.append(
+                        self._skip_record(cron_pass, scheduled, "HostOverloaded", decision.reason)
                     )
-                    outcome.cursor = scheduled
+                    cron_pass.cursor = scheduled
                     continue
             if active and spec.concurrency_policy is ConcurrencyPolicy.FORBID:
                 if spec.guarantee is Guarantee.AT_LEAST_ONCE:
                     # The run must still happen: wait for the active one to finish. A finished
                     # run wakes this CronJob through the change feed; the deadline (if any) is
                     # enforced by the planner on a later pass.
-                    outcome.waiting_for = _WAIT_RECHECK_SECONDS
+                    cron_pass.waiting_for = _WAIT_RECHECK_SECONDS
                     break
-                outcome.creates.append(
+                cron_pass.creates.append(
                     self._skip_record(
-                        obj,
-                        cronjob,
+                        cron_pass,
                         scheduled,
                         "ConcurrencyForbidden",
                         f"run {active[0].name} was still active",
                     )
                 )
-                outcome.cursor = scheduled
+                cron_pass.cursor = scheduled
                 continue
             if active and spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
-                outcome.cancels.extend(active)
+                for run in active:
+                    cancel = self._cancel_request(run, "ReplacedByNewRun")
+                    if cancel is not None and all(c.name != run.name for c in cron_pass.cancels):
+                        cron_pass.cancels.append(cancel)
                 active = []
-            run = self._run(obj, cronjob, scheduled)
-            outcome.creates.append(run)
+            run = self._run(cron_pass, scheduled, now)
             active.append(run)
-            outcome.cursor = scheduled
-        return outcome
+            cron_pass.cursor = scheduled
 
-    def _run(self, obj: StoredObject, cronjob: CronJob, scheduled: datetime) -> StoredObject:
-        """The Job for ``scheduled``, ready to create.
+    def _run(self, cron_pass: _Pass, scheduled: datetime, now: datetime) -> StoredObject:
+        """The Job for ``scheduled``, with its sub-jobs when a starter will start it.
 
         It starts now, with every target pending: the status its Job controller would
         otherwise write right after the fan-out, one write per run saved.
         """
-        status = JobStatus(start_time=self._clock.now())
-        with contextlib.suppress(ValueError):  # selector targets: counted at fan-out
-            pending = len(cronjob.spec.job_template.targets.resolve())
-            status = status.model_copy(update={"counts": PhaseCounts(pending=pending)})
-        return self._record(obj, cronjob, scheduled, status)
+        compiled = cron_pass.compiled
+        status = {
+            **compiled.run_status,
+            "startTime": json_time(now),
+            "scheduledTime": json_time(scheduled),
+        }
+        run = self._stored_run(cron_pass, scheduled, status)
+        cron_pass.creates.append(run)
+        if self.starter is not None and compiled.fan_out is not None:
+            plan = self.starter.fan_out(compiled.fan_out, run)
+            cron_pass.fan_outs.append((plan, len(cron_pass.creates) - 1))
+            cron_pass.creates.extend(plan.objects)
+        return run
 
     def _skip_record(
-        self, obj: StoredObject, cronjob: CronJob, scheduled: datetime, reason: str, message: str
+        self, cron_pass: _Pass, scheduled: datetime, reason: str, message: str
     ) -> StoredObject:
         """A Job in phase Skipped recording why ``scheduled`` did not run."""
-        status = JobStatus(phase=Phase.SKIPPED, reason=reason, message=message)
-        return self._record(obj, cronjob, scheduled, status)
+        name = cron_pass.name
+        status = JobStatus(
+            phase=Phase.SKIPPED,
+            reason=reason,
+            message=message,
+            scheduled_time=scheduled,
+            cron_job=ObjectRef(name=name, uid=cron_pass.obj.uid),
+        )
+        return self._stored_run(cron_pass, scheduled, dump_model(status))
 
     @staticmethod
-    def _record(
-        obj: StoredObject, cronjob: CronJob, scheduled: datetime, status: JobStatus
-    ) -> StoredObject:
-        name = cronjob.metadata.name
-        job = Job(
-            metadata=ObjectMeta(
-                name=run_name(name, scheduled),
-                labels={CRONJOB_LABEL: name},
-                annotations={GUARANTEE_ANNOTATION: cronjob.spec.guarantee.value},
-            ),
-            spec=_template(cronjob),
-            status=status.model_copy(
-                update={
-                    "scheduled_time": scheduled,
-                    "cron_job": ObjectRef(name=name, uid=obj.uid),
-                }
-            ),
+    def _stored_run(cron_pass: _Pass, scheduled: datetime, status: dict[str, Any]) -> StoredObject:
+        name = cron_pass.name
+        uid = cron_pass.obj.uid
+        return StoredObject(
+            "Job",
+            run_name(name, scheduled),
+            spec=cron_pass.compiled.job_spec,
+            status=status,
+            labels={CRONJOB_LABEL: name},
+            owner_uid=uid,
+            unique_key=run_unique_key(uid, scheduled),
+            uid=new_uid(),
         )
-        return to_stored(job, owner_uid=obj.uid, unique_key=run_unique_key(obj.uid, scheduled))
 
-    # ---- writing ----------------------------------------------------------------------------
+    def _cancel_request(self, run: StoredObject, reason: str) -> StoredObject | None:
+        """The write asking the Job controller to cancel ``run`` (an annotation), or None if
+        it has finished or was asked already."""
+        if job_phase(run).terminal:
+            return None
+        annotations = dict(run.spec.get(_ANNOTATIONS_KEY, {}))
+        if CANCEL_ANNOTATION in annotations:
+            return None
+        job = self._store.typed(run, Job)
+        annotations = {**job.metadata.annotations, CANCEL_ANNOTATION: reason}
+        updated = job.model_copy(
+            update={"metadata": job.metadata.model_copy(update={"annotations": annotations})}
+        )
+        return replacing(run, updated)
 
-    async def _create_runs(self, creates: list[StoredObject]) -> list[StoredObject]:
-        """Create runs and skip records in one transaction; with a starter, each run's
-        sub-jobs and first attempts too, started once that transaction is committed."""
-        if not creates:
-            return []
-        batch, plans = self._with_fan_outs(creates)
-        try:
-            stored = await self._store.create_many(batch, keep_uids=True)
-        except AlreadyExists:
-            # Another writer created some of them between our read and this write: create the
-            # rest one by one (their Job controller fans them out); a clash now means that run
-            # exists, which is what we want.
-            created = []
-            for run in creates:
-                try:
-                    created.append(await self._store.create(run))
-                except AlreadyExists:
-                    logger.info("run %s already exists; not creating it again", run.name)
-            return created
-        runs = [obj for obj in stored if obj.kind == "Job"]
-        for run in runs:
-            self.own_runs[run.name] = run.resource_version
-        if self.starter is not None:
-            position = 0
-            for plan in plans:
-                run = stored[position]
-                position += 1
-                if plan is not None:
-                    subjobs = stored[position : position + len(plan.objects)]
-                    position += len(plan.objects)
-                    await self.starter.start_planned(plan, run, subjobs)
-        return runs
+    def _count(self, cron_pass: _Pass) -> None:
+        """Count every handled time once, by what is stored for it.
 
-    def _with_fan_outs(
-        self, creates: list[StoredObject]
-    ) -> tuple[list[StoredObject], list[FanOutPlan | None]]:
-        """The objects to create (each run followed by its sub-jobs), all with uids, and
-        each run's plan (None for skip records and runs fanned out later)."""
-        batch: list[StoredObject] = []
-        plans: list[FanOutPlan | None] = []
-        for obj in creates:
-            run = dataclasses.replace(obj, uid=new_uid())
-            plan = None
-            if self.starter is not None and job_phase(run) is not Phase.SKIPPED:
-                plan = self.starter.plan_fan_out(run, typed(run, Job))
-            batch.append(run)
-            plans.append(plan)
-            if plan is not None:
-                batch.extend(plan.objects)
-        return batch, plans
+        Counters move with the cursor, in the same compare-and-set as the cursor: if the
+        commit fails, the retry counts the same times again against the same old cursor, so
+        every due time is counted exactly once. A replay after a crash finds its earlier
+        decision stored, and creates nothing new for it.
+        """
+        existing = {run.unique_key: run for run in cron_pass.runs}
+        for record in cron_pass.creates:
+            if record.kind != "Job":
+                continue  # a sub-job of a new run
+            actual = existing.get(record.unique_key, record)
+            if job_phase(actual) is Phase.SKIPPED:
+                if actual.status.get("reason") == SkipReason.MISSED_DEADLINE.value:
+                    cron_pass.missed += 1
+                else:
+                    cron_pass.skipped += 1
+            else:
+                cron_pass.started += 1
+        plan = cron_pass.plan
+        unlisted = plan.unlisted_skipped
+        unlisted_missed = plan.skipped_counts.get(SkipReason.MISSED_DEADLINE, 0) - sum(
+            1 for s in plan.skipped if s.reason is SkipReason.MISSED_DEADLINE
+        )
+        cron_pass.missed += unlisted_missed
+        cron_pass.skipped += unlisted - unlisted_missed
+        stored = {r.unique_key for r in cron_pass.runs}
+        if any(r.kind == "Job" and r.unique_key in stored for r in cron_pass.creates):
+            # A replay: the runs already stored are not created again (nor fanned out).
+            self._drop_stored(cron_pass, stored)
 
-    async def _request_cancel(self, run: StoredObject, reason: str) -> None:
-        """Ask the Job controller to cancel ``run`` (an annotation; compare-and-set, retried)."""
-        for _ in range(_CAS_TRIES):
-            try:
-                current = await self._store.get("Job", run.name)
-            except NotFound:
-                return
-            job = self._store.typed(current, Job)
-            if job.status.phase.terminal or CANCEL_ANNOTATION in job.metadata.annotations:
-                return
-            annotations = {**job.metadata.annotations, CANCEL_ANNOTATION: reason}
-            updated = job.model_copy(
-                update={"metadata": job.metadata.model_copy(update={"annotations": annotations})}
-            )
-            try:
-                await self._store.update(replacing(current, updated))
-                return
-            except Conflict:
-                continue  # the Job controller wrote its status meanwhile: read again
-        raise RuntimeError(f"could not request the cancellation of {run.ref}")
-
-    async def _write_status(
-        self, obj: StoredObject, cronjob: CronJob, outcome: _Outcome, runs: list[StoredObject]
-    ) -> tuple[int, datetime | None]:
-        """Write the new status if it changed; returns the CronJob's resource version and its
-        last schedule time."""
-        active = tuple(ObjectRef(name=r.name, uid=r.uid) for r in runs if not job_phase(r).terminal)
-        succeeded = [
-            self._store.typed(r, Job).status.scheduled_time
-            for r in runs
-            if job_phase(r) is Phase.SUCCEEDED
+    @staticmethod
+    def _drop_stored(cron_pass: _Pass, stored: set[str | None]) -> None:
+        keep: list[StoredObject] = []
+        dropped: set[str] = set()
+        for record in cron_pass.creates:
+            if record.kind == "Job" and record.unique_key in stored:
+                dropped.add(record.uid)
+            elif record.owner_uid in dropped:
+                continue
+            else:
+                keep.append(record)
+        position = {record.uid: index for index, record in enumerate(keep)}
+        cron_pass.fan_outs = [
+            (plan, position[cron_pass.creates[index].uid])
+            for plan, index in cron_pass.fan_outs
+            if cron_pass.creates[index].uid in position
         ]
+        cron_pass.creates = keep
+
+    def _new_status(self, cron_pass: _Pass) -> CronJobStatus | None:
+        """The CronJob's status after this pass, or None when it does not change."""
+        new_runs = [r for r in cron_pass.creates if r.kind == "Job"]
+        pruned = {name for _, name in cron_pass.prunes}
+        runs = [r for r in cron_pass.runs if r.name not in pruned] + new_runs
+        active = tuple(ObjectRef(name=r.name, uid=r.uid) for r in runs if not job_phase(r).terminal)
+        succeeded = [_scheduled_time(r) for r in runs if job_phase(r) is Phase.SUCCEEDED]
         last_success = max((t for t in succeeded if t is not None), default=None)
-        status = cronjob.status
-        cursor = outcome.cursor or status.last_schedule_time
+        status = cron_pass.status
+        cursor = cron_pass.cursor or status.last_schedule_time
         if status.last_schedule_time is not None and cursor is not None:
             cursor = max(cursor, status.last_schedule_time)
-        new = status.model_copy(
-            update={
-                "last_schedule_time": cursor,
-                "last_successful_time": last_success or status.last_successful_time,
-                "active": active,
-                "started_runs": status.started_runs + outcome.started,
-                "skipped_runs": status.skipped_runs + outcome.skipped,
-                "missed_runs": status.missed_runs + outcome.missed,
-            }
-        )
-        if new == status:
-            return obj.resource_version, cursor
-        updated = cronjob.model_copy(update={"status": new})
-        stored = await self._store.write_status(obj, updated)
-        return stored.resource_version, cursor
+        cron_pass.cursor = cursor
+        if status.last_successful_time is not None and last_success is not None:
+            last_success = max(last_success, status.last_successful_time)
+        update = {
+            "last_schedule_time": cursor,
+            "last_successful_time": last_success or status.last_successful_time,
+            "active": active,
+            "started_runs": status.started_runs + cron_pass.started,
+            "skipped_runs": status.skipped_runs + cron_pass.skipped,
+            "missed_runs": status.missed_runs + cron_pass.missed,
+        }
+        if all(getattr(status, key) == value for key, value in update.items()):
+            return None
+        return status.model_copy(update=update)
 
-    async def _prune(self, cronjob: CronJob, runs: list[StoredObject]) -> None:
-        spec = cronjob.spec
+    def _prune(self, cron_pass: _Pass) -> None:
+        """Finished runs beyond the history limits, oldest first, are deleted in the pass's
+        transaction (never runs this pass creates: the next pass counts them)."""
+        spec = cron_pass.compiled.cronjob.spec
         groups: dict[str, list[StoredObject]] = {"ok": [], "failed": [], "skipped": []}
-        for run in runs:
+        for run in cron_pass.runs:
             phase = job_phase(run)
             if phase is Phase.SUCCEEDED:
                 groups["ok"].append(run)
@@ -474,21 +572,117 @@ class CronJobController:
             "skipped": SKIPPED_HISTORY_LIMIT,
         }
         for group, members in groups.items():
+            excess = len(members) - limits[group]
+            if excess <= 0:
+                continue
             # Oldest first by creation: a run triggered by hand has no scheduled time and
             # must not count as the oldest (it was pruned right after it finished).
             members.sort(
                 key=lambda r: (r.created_at or _EPOCH, r.status.get("scheduledTime") or "", r.name)
             )
-            for old in members[: max(0, len(members) - limits[group])]:
-                with contextlib.suppress(NotFound):
-                    deleted = await self._store.delete("Job", old.name)
-                    self.own_runs[deleted.name] = deleted.resource_version
+            cron_pass.prunes.extend(("Job", old.name) for old in members[:excess])
+
+    # ---- committing ---------------------------------------------------------------------------
+
+    async def _commit(self, passes: list[_Pass]) -> list[BatchResult | Exception]:
+        """Commit every pass in one transaction, or each on its own if that fails."""
+        batches = [p.batch() for p in passes]
+        if not any(batches):
+            return [BatchResult() for _ in passes]
+        if len(passes) > 1:
+            try:
+                result = await self._store.commit(
+                    Batch(
+                        creates=[o for b in batches for o in b.creates],
+                        updates=[o for b in batches for o in b.updates],
+                        status_updates=[o for b in batches for o in b.status_updates],
+                        deletes=[d for b in batches for d in b.deletes],
+                        keep_uids=True,
+                    )
+                )
+            except Exception:
+                pass  # one stale pass fails them all: commit each on its own, below
+            else:
+                self._own(result)
+                return _split(result, batches)
+        singles = await asyncio.gather(
+            *(self._commit_one(p, b) for p, b in zip(passes, batches, strict=True)),
+            return_exceptions=True,
+        )
+        results: list[BatchResult | Exception] = []
+        for single in singles:
+            if isinstance(single, BatchResult):
+                self._own(single)
+            elif not isinstance(single, Exception):
+                raise single  # cancelled: not a failure of one pass
+            results.append(single)
+        return results
+
+    async def _commit_one(self, cron_pass: _Pass, batch: Batch) -> BatchResult:
+        if not batch:
+            return BatchResult()
+        try:
+            return await self._store.commit(batch)
+        except AlreadyExists:
+            # Another scheduler created some of these runs since our cache saw the CronJob's
+            # runs: read them, so the retry finds them stored and creates only the rest.
+            for run in (await self._store.store.list("Job", owner_uid=cron_pass.obj.uid)).items:
+                self._store.cache.observe(run)
+            logger.info("runs of %s were created elsewhere meanwhile; retrying", cron_pass.obj.ref)
+            raise
+
+    def _own(self, result: BatchResult) -> None:
+        """Note the runs this controller created or pruned, so their events wake nobody."""
+        for obj in (*result.created, *result.deleted):
+            if obj.kind == "Job":
+                self.own_runs[obj.name] = obj.resource_version
+
+    @staticmethod
+    def _fan_outs(
+        cron_pass: _Pass, result: BatchResult
+    ) -> list[tuple[FanOutPlan, StoredObject, Sequence[StoredObject]]]:
+        created = result.created
+        return [
+            (plan, created[index], created[index + 1 : index + 1 + len(plan.objects)])
+            for plan, index in cron_pass.fan_outs
+        ]
+
+    def _committed(self, cron_pass: _Pass, result: BatchResult, now: datetime) -> Result:
+        obj = cron_pass.obj
+        written = result.status_updated
+        self.observed[obj.name] = written[0].resource_version if written else obj.resource_version
+        plan = cron_pass.plan
+        if cron_pass.waiting_for is None and plan.next_wake is not None:
+            # Everything due up to now is settled, so the next time after the new cursor is
+            # the plan's next wake.
+            cursor = _cursor(cron_pass.compiled.created, cron_pass.cursor)
+            self._next_times[obj.name] = (obj.uid, obj.generation, cursor, plan.next_wake)
+        return Result(requeue_after=self._next_delay(plan.next_wake, now, cron_pass.waiting_for))
 
     @staticmethod
     def _next_delay(next_wake: datetime | None, now: datetime, waiting: float | None) -> float:
         delays = [waiting] if waiting is not None else []
         if next_wake is not None:
             delays.append(max(0.0, (next_wake - now).total_seconds()))
-        # A CronJob with no next time (it cannot happen for valid schedules) is still looked
+        # A CronJob with no next time (a one-shot schedule that has fired) is still looked
         # at once an hour, so a clock jump can never strand it.
         return min(delays, default=3600.0)
+
+
+def _split(result: BatchResult, batches: Sequence[Batch]) -> list[BatchResult | Exception]:
+    """Cut the result of a merged batch back into one result per batch (what was created and
+    what was status-updated; deletions are not assigned back)."""
+    out: list[BatchResult | Exception] = []
+    created = updated = status = 0
+    for batch in batches:
+        out.append(
+            BatchResult(
+                created=result.created[created : created + len(batch.creates)],
+                updated=result.updated[updated : updated + len(batch.updates)],
+                status_updated=result.status_updated[status : status + len(batch.status_updates)],
+            )
+        )
+        created += len(batch.creates)
+        updated += len(batch.updates)
+        status += len(batch.status_updates)
+    return out

@@ -41,43 +41,43 @@ from pathlib import Path
 from cronloop.api import (
     Attempt,
     Guarantee,
-    InlineStep,
     Job,
     JobStatus,
-    ObjectMeta,
     ObjectRef,
     Phase,
     PhaseCounts,
-    ProcessStep,
-    Step,
     StepName,
     SubJob,
-    SubJobSpec,
     SubJobStatus,
     aggregate_phase,
     can_advance,
-    subjob_name,
 )
 from cronloop.controllers.cache import CachedStore
 from cronloop.controllers.clock import Clock
-from cronloop.controllers.cronjob import CANCEL_ANNOTATION, GUARANTEE_ANNOTATION, FanOutPlan
+from cronloop.controllers.cronjob import CANCEL_ANNOTATION, GUARANTEE_ANNOTATION
+from cronloop.controllers.fanout import (
+    AttemptStart,
+    FanOutPlan,
+    FanOutTemplate,
+    attempt_start,
+    parse_attempt_id,
+    plan_fan_out,
+    step_plan,
+)
 from cronloop.controllers.longrunning import LongRunningDetector
-from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL, dump_status, to_stored
+from cronloop.controllers.objects import CRONJOB_LABEL, dump_model, typed
 from cronloop.runtimes import (
     AttemptReport,
     AttemptSpec,
-    InlineSettings,
-    ProcessSettings,
     Reason,
     RecoveryRecord,
     Runtime,
-    StepSettings,
     UnknownAttemptError,
 )
-from cronloop.store import Batch, BatchResult, NotFound, StoredObject, new_uid
+from cronloop.store import Batch, BatchResult, NotFound, StoredObject
 from cronloop.sync import Result
 
-__all__ = ["LOST_RETRY_LIMIT", "JobController", "attempt_id", "parse_attempt_id"]
+__all__ = ["LOST_RETRY_LIMIT", "JobController"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,35 +96,6 @@ def _is_failure(attempt: Attempt) -> bool:
     return attempt.phase in _FAILURES
 
 
-def attempt_id(job: str, subjob: str, number: int) -> str:
-    """The system-wide id of attempt ``number`` of ``subjob``: ``<job>/<subjob>#<number>``."""
-    return f"{job}/{subjob}#{number}"
-
-
-def parse_attempt_id(value: str) -> tuple[str, str, int]:
-    """``(job, subjob, number)`` from an :func:`attempt_id` (names never contain ``/``)."""
-    job, _, rest = value.partition("/")
-    subjob, _, number = rest.rpartition("#")
-    if not job or not subjob or not number.isdigit():
-        raise ValueError(f"not an attempt id: {value!r}")
-    return job, subjob, int(number)
-
-
-def _settings(step: Step) -> StepSettings:
-    if isinstance(step, InlineStep):
-        return InlineSettings(callable=step.callable, kwargs=dict(step.kwargs))
-    assert isinstance(step, ProcessStep)
-    if step.shell:
-        assert step.command is not None
-        command: Sequence[str] | str = step.command
-    else:
-        assert step.argv is not None
-        command = step.argv
-    return ProcessSettings(
-        command=command, shell=step.shell, env=dict(step.env), cwd=step.working_dir
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class _StartFailed:
     """An attempt its runtime refused to start: applied like a report, in the job's loop."""
@@ -135,18 +106,6 @@ class _StartFailed:
 
 
 _Inbound = AttemptReport | _StartFailed
-
-
-@dataclass(frozen=True, slots=True)
-class _Start:
-    """A recorded attempt to hand to its runtime once the record is committed."""
-
-    job: str
-    subjob: str
-    session: str
-    runtime: str
-    #: What the runtime gets, or why the attempt cannot start (it then fails).
-    spec: AttemptSpec | str
 
 
 @dataclass(slots=True, eq=False)
@@ -173,7 +132,7 @@ class _Pass:
     subs: list[_Sub] = field(default_factory=list)
     taken: list[_Inbound] = field(default_factory=list)
     creates: list[StoredObject] = field(default_factory=list)
-    starts: list[_Start] = field(default_factory=list)
+    starts: list[AttemptStart] = field(default_factory=list)
     #: (runtime name, attempt id, reason) of attempts to stop after the commit.
     stops: list[tuple[str, str, str]] = field(default_factory=list)
     wake: list[float] = field(default_factory=list)
@@ -189,11 +148,11 @@ class _Pass:
             if sub.stored is not None and changed:
                 model = sub.model.model_copy(update={"status": sub.status})
                 writes.append(
-                    (dataclasses.replace(sub.stored, status=dump_status(sub.status)), model)
+                    (dataclasses.replace(sub.stored, status=dump_model(sub.status)), model)
                 )
         if self.status is not self.job.status and self.status != self.job.status:
             job = self.job.model_copy(update={"status": self.status})
-            writes.append((dataclasses.replace(self.obj, status=dump_status(self.status)), job))
+            writes.append((dataclasses.replace(self.obj, status=dump_model(self.status)), job))
         return self.creates, writes
 
 
@@ -234,6 +193,10 @@ class JobController:
         #: (the final reports of interrupted attempts) and dispatch nothing new.
         self.dispatching = True
         self.enqueue: Callable[[str], None] = lambda name: None
+        #: How a report asks for its job's pass; the manager lets reports linger a moment,
+        #: so that those arriving together (an attempt that starts and ends at once, many
+        #: jobs finishing together) are applied by one pass and written in one commit.
+        self.enqueue_report: Callable[[str], None] = lambda name: self.enqueue(name)
 
     # ---- reports ----------------------------------------------------------------------------
 
@@ -250,7 +213,11 @@ class JobController:
 
     def _deliver(self, job: str, item: _Inbound) -> None:
         self._inbox.setdefault(job, []).append(item)
-        self.enqueue(job)
+        self.enqueue_report(job)
+
+    def waiting_reports(self) -> list[str]:
+        """The jobs whose inbox holds reports not applied yet."""
+        return [name for name, items in self._inbox.items() if items]
 
     def _bind_loop(self) -> None:
         if self._loop is None:
@@ -455,25 +422,23 @@ class JobController:
 
     # ---- fan-out ------------------------------------------------------------------------------
 
-    def plan_fan_out(self, obj: StoredObject, job: Job) -> FanOutPlan | None:
-        """The sub-jobs of the run ``job`` (stored as ``obj``, whose uid is set), each with its
-        first attempt recorded and a uid of its own, for the run's creator to write in the
-        run's own transaction; ``None`` when the targets are only known at run time."""
-        try:
-            objects, starts = self._subjobs(obj, job)
-        except ValueError:
-            return None  # a selector: the Job's pass fails it with InvalidTargets
-        return FanOutPlan(objects=[o for o, _ in objects], starts=tuple(starts))
+    def fan_out(self, template: FanOutTemplate, run: StoredObject) -> FanOutPlan:
+        """The sub-jobs of ``run`` (whose uid is set) from ``template``, each with its first
+        attempt recorded and a uid of its own, for the run's creator to write in the run's
+        own transaction and then hand to :meth:`start_planned`."""
+        return plan_fan_out(template, job=run.name, job_uid=run.uid, log_dir=self._log_dir)
 
     async def start_planned(
-        self, plan: FanOutPlan, run: StoredObject, created: Sequence[StoredObject]
+        self, runs: Sequence[tuple[FanOutPlan, StoredObject, Sequence[StoredObject]]]
     ) -> None:
-        """Start the first attempts of ``run``'s sub-jobs, created from ``plan`` (in the same
-        order) in the transaction that created ``run``."""
+        """Start the first attempts of runs created with their sub-jobs: for each, its plan,
+        the run as stored and its sub-jobs as stored (in the plan's order)."""
         self._bind_loop()
-        for stored in (run, *created):
-            self.own_writes[(stored.kind, stored.name)] = stored.resource_version
-        starts = [start for start in plan.starts if isinstance(start, _Start)]
+        starts: list[AttemptStart] = []
+        for plan, run, created in runs:
+            for stored in (run, *created):
+                self.own_writes[(stored.kind, stored.name)] = stored.resource_version
+            starts.extend(plan.starts)
         await self._start_all(starts)
 
     def _fan_out(self, job_pass: _Pass) -> None:
@@ -483,39 +448,15 @@ class JobController:
         compare-and-set folded into the fan-out: nobody else can have dispatched a sub-job that
         did not exist, and a crash before the start leaves the attempt on record for recovery.
         """
-        objects, starts = self._subjobs(job_pass.obj, job_pass.job)
-        for stored, model in objects:
+        template = FanOutTemplate.of(job_pass.job.spec)
+        if template is None:
+            raise ValueError("a selector's targets are resolved against agents at run time")
+        plan = self.fan_out(template, job_pass.obj)
+        for stored in plan.objects:
+            model = typed(stored, SubJob)
             job_pass.creates.append(stored)
             job_pass.subs.append(_Sub(None, model, model.status))
-        job_pass.starts.extend(starts)
-
-    def _subjobs(
-        self, obj: StoredObject, job: Job
-    ) -> tuple[list[tuple[StoredObject, SubJob]], list[_Start]]:
-        spec = job.spec
-        targets = spec.targets.resolve()
-        name = job.metadata.name
-        objects = []
-        starts = []
-        for index, target in enumerate(targets):
-            sub = SubJob(
-                metadata=ObjectMeta(name=subjob_name(name, target), labels={JOB_LABEL: name}),
-                spec=SubJobSpec(
-                    job=ObjectRef(name=name, uid=obj.uid),
-                    target=target,
-                    shard_index=index if spec.targets.shards is not None else None,
-                    prepare=spec.prepare,
-                    main=spec.main,
-                    retries=spec.retries,
-                ),
-            )
-            first = StepName.PREPARE if spec.prepare is not None else StepName.MAIN
-            status, start = self._record_attempt(name, sub, sub.status, first, 1)
-            sub = sub.model_copy(update={"status": status})
-            stored = to_stored(sub, owner_uid=obj.uid)
-            objects.append((dataclasses.replace(stored, uid=new_uid()), sub))
-            starts.append(start)
-        return objects, starts
+        job_pass.starts.extend(plan.starts)
 
     # ---- driving one sub-job -------------------------------------------------------------------
 
@@ -580,56 +521,29 @@ class JobController:
 
     def _record_attempt(
         self, job: str, sub: SubJob, status: SubJobStatus, step: StepName, number: int
-    ) -> tuple[SubJobStatus, _Start]:
+    ) -> tuple[SubJobStatus, AttemptStart]:
         """The sub-job's status with attempt ``number`` recorded (a fresh session), and what
         to start once it is stored (or why it cannot start)."""
-        spec_step = sub.spec.prepare if step is StepName.PREPARE else sub.spec.main
-        assert spec_step is not None
-        name = sub.metadata.name
-        session = new_uid().replace("-", "")
-        ident = attempt_id(job, name, number)
-        log_path = self._log_dir / job / f"{name}.{number}.{step.value}.log"
-        attempt = Attempt(
+        record, start = attempt_start(
+            step_plan(sub.spec, step),
+            job=job,
+            subjob=sub.metadata.name,
+            target=sub.spec.target,
+            shard_index=sub.spec.shard_index,
             number=number,
-            step=step,
-            runtime={
-                "session": session,
-                "attemptId": ident,
-                "runtime": spec_step.runtime,
-                "logPath": str(log_path),
-            },
+            log_dir=self._log_dir,
         )
+        attempt = Attempt(number=number, step=step, runtime=record)
         recorded = status.model_copy(
             update={
                 "attempts": (*status.attempts, attempt),
-                "session_id": session,
+                "session_id": start.session,
                 "report_sequence": 0,
             }
         )
-        try:
-            spec: AttemptSpec | str = AttemptSpec(
-                attempt_id=ident,
-                session=session,
-                job=job,
-                subjob=name,
-                target=sub.spec.target,
-                step=step.value,
-                attempt=number,
-                settings=_settings(spec_step),
-                log_path=log_path,
-                shard_index=sub.spec.shard_index,
-                timeout=spec_step.timeout_seconds,
-                **(
-                    {"log_limit": spec_step.log_limit_bytes}
-                    if isinstance(spec_step, ProcessStep) and spec_step.log_limit_bytes
-                    else {}
-                ),
-            )
-        except Exception as exc:  # settings a runtime cannot take fail the attempt
-            spec = str(exc)
-        return recorded, _Start(job, name, session, spec_step.runtime, spec)
+        return recorded, start
 
-    async def _start_all(self, starts: Sequence[_Start]) -> None:
+    async def _start_all(self, starts: Sequence[AttemptStart]) -> None:
         """Start attempts side by side: a runtime's start returns once the attempt runs,
         which for most takes a turn of the loop."""
         if len(starts) == 1:
@@ -637,7 +551,7 @@ class JobController:
         elif starts:
             await asyncio.gather(*(self._start(start) for start in starts))
 
-    async def _start(self, start: _Start) -> None:
+    async def _start(self, start: AttemptStart) -> None:
         """Hand a recorded attempt to its runtime; a start that fails fails the attempt."""
         try:
             runtime = self._runtimes.get(start.runtime)

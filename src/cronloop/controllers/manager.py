@@ -21,6 +21,7 @@ from cronloop.controllers.admission import AdmissionController
 from cronloop.controllers.cache import CachedStore, ObjectCache
 from cronloop.controllers.clock import Clock, SystemClock
 from cronloop.controllers.cronjob import CronJobController, job_phase
+from cronloop.controllers.heap import settle_heap
 from cronloop.controllers.job import JobController
 from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL
 from cronloop.runtimes import Runtime
@@ -31,10 +32,18 @@ from cronloop.sync import (
     MetricsProvider,
 )
 
-__all__ = ["FEED_BACKOFF_MAX", "FEED_BACKOFF_MIN", "Manager", "ManagerStatistics"]
+__all__ = [
+    "FEED_BACKOFF_MAX",
+    "FEED_BACKOFF_MIN",
+    "REPORT_LINGER",
+    "Manager",
+    "ManagerStatistics",
+]
 
 logger = logging.getLogger(__name__)
 
+#: Seconds a report waits before its job's pass, gathering the reports that come with it.
+REPORT_LINGER = 0.005
 FEED_BACKOFF_MIN = 0.1
 FEED_BACKOFF_MAX = 5.0
 _KINDS = ("CronJob", "Job", "SubJob")
@@ -71,13 +80,17 @@ class Manager:
         log_dir: Path,
         clock: Clock | None = None,
         admission: AdmissionController | None = None,
-        cronjob_workers: int = 16,
+        cronjob_workers: int = 8,
+        cronjob_batch: int = 256,
         job_workers: int = 8,
         job_batch: int = 128,
+        report_linger: float = REPORT_LINGER,
         resync_period: float = 30.0,
         metrics: MetricsProvider | None = None,
+        tune_gc: bool = False,
     ) -> None:
         self._store = store
+        self._tune_gc = tune_gc
         self._runtimes = runtimes
         self._clock = clock or SystemClock()
         self._resync_period = resync_period
@@ -94,6 +107,7 @@ class Manager:
             workers=cronjob_workers,
             metrics=metrics,
             rate_limiter=ItemExponentialFailureRateLimiter(FEED_BACKOFF_MIN, FEED_BACKOFF_MAX),
+            max_batch=cronjob_batch,
         )
         # Jobs are reconciled in batches: every job ready at once (up to ``job_batch``) is
         # decided in one pass and committed in one transaction.
@@ -106,6 +120,7 @@ class Manager:
             max_batch=job_batch,
         )
         self.jobs.enqueue = self._job_loop.enqueue
+        self.jobs.enqueue_report = lambda name: self._job_loop.queue.add_after(name, report_linger)
         # Runs are created with their sub-jobs and started by the CronJob controller itself.
         self.cronjobs.starter = self.jobs
         self._events = 0
@@ -154,6 +169,11 @@ class Manager:
                 resync.cancel()
                 self._cronjob_loop.stop()
                 self.jobs.dispatching = False
+                # From now on reports do not linger (the loop drops delayed keys when it
+                # stops), and those lingering now are taken at once.
+                self.jobs.enqueue_report = self._job_loop.enqueue
+                for name in self.jobs.waiting_reports():
+                    self._job_loop.enqueue(name)
                 await self._close_runtimes()
                 # Their final reports are in the inboxes: the job loop drains them.
                 self._job_loop.stop()
@@ -187,6 +207,8 @@ class Manager:
         while True:
             try:
                 revision = await self._list_all()
+                if self._tune_gc and not self._ready.is_set():
+                    settle_heap()  # the cache is loaded: keep the collector off it
                 self._ready.set()
                 async for event in self._store.watch(kinds=_KINDS, from_revision=revision):
                     if event.type is EventType.DELETED:

@@ -14,7 +14,7 @@ import dataclasses
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from cronloop.api import (
     KINDS,
@@ -32,8 +32,9 @@ __all__ = [
     "CRONJOB_LABEL",
     "JOB_LABEL",
     "ResourceT",
-    "dump_status",
+    "dump_model",
     "from_stored",
+    "json_time",
     "replacing",
     "run_unique_key",
     "to_stored",
@@ -83,9 +84,20 @@ def to_stored(
     )
 
 
-def dump_status(status: BaseModel) -> dict[str, Any]:
-    """The stored form of a resource's status (camelCase keys, unset fields left out)."""
-    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+def dump_model(part: BaseModel) -> dict[str, Any]:
+    """The stored form of a part of a resource, e.g. its status (camelCase keys, unset fields
+    left out), exactly as it appears in :func:`to_stored`."""
+    return part.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+_TIME = TypeAdapter(datetime)
+
+
+def json_time(moment: datetime) -> str:
+    """``moment`` as the API stores a time (pydantic's own JSON form of it), for the parts of
+    a stored status built without a model."""
+    text: str = _TIME.dump_python(moment, mode="json")
+    return text
 
 
 def replacing(current: StoredObject, resource: Resource) -> StoredObject:

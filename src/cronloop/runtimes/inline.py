@@ -344,13 +344,25 @@ def _resolve(settings: InlineSettings) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
+@functools.lru_cache(maxsize=1024)
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    """The signature of ``fn`` (working it out costs more than the rest of a start), or None
+    for callables that have none."""
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
 def _bind(
     fn: Callable[..., Any], settings: InlineSettings, ctx: AttemptContext
 ) -> Callable[[], Any]:
     kwargs: dict[str, Any] = dict(settings.kwargs)
     try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # some builtins have no signature: call and see
+        signature = _signature(fn)
+    except TypeError:  # unhashable: not cached
+        signature = _signature.__wrapped__(fn)
+    if signature is None:  # some builtins have no signature: call and see
         return functools.partial(fn, **kwargs)
     ctx_param = signature.parameters.get("ctx")
     if ctx_param is not None and ctx_param.kind is not inspect.Parameter.POSITIONAL_ONLY:
@@ -359,7 +371,19 @@ def _bind(
     return functools.partial(fn, **kwargs)
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_async_cached(fn: Callable[..., Any]) -> bool:
+    return _is_async_uncached(fn)
+
+
 def _is_async(fn: Callable[..., Any]) -> bool:
+    try:
+        return _is_async_cached(fn)
+    except TypeError:  # unhashable: not cached
+        return _is_async_uncached(fn)
+
+
+def _is_async_uncached(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object whose __call__ is async
     )

@@ -10,12 +10,14 @@ bad value raises :class:`ValueError` naming the field.
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import cast
 
 __all__ = [
     "DEFAULT_KILL_GRACE",
@@ -210,7 +212,9 @@ class AttemptSpec:
             raise ValueError(f"AttemptSpec.log_limit must be an integer, got {self.log_limit!r}")
         if self.log_limit < 0:
             raise ValueError(f"AttemptSpec.log_limit must be >= 0, got {self.log_limit!r}")
-        object.__setattr__(self, "log_path", Path(self.log_path))
+        given: object = self.log_path  # callers may pass a str
+        if not isinstance(given, Path):
+            object.__setattr__(self, "log_path", Path(cast("str | os.PathLike[str]", given)))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,6 +29,7 @@ __all__ = [
     "encode_labels",
     "from_micros",
     "row_to_object",
+    "row_to_object_as_written",
     "to_micros",
     "validated_row",
 ]
@@ -112,6 +113,46 @@ def row_to_object(row: Mapping[str, Any]) -> StoredObject:
         spec=decode_json(row["spec"]),
         status=decode_json(row["status"]),
         labels=decode_json(row["labels"]),
+        owner_uid=row["owner_uid"],
+        unique_key=row["unique_key"],
+        uid=row["uid"],
+        resource_version=row["resource_version"],
+        generation=row["generation"],
+        created_at=from_micros(row["created_at"]),
+        updated_at=from_micros(row["updated_at"]),
+    )
+
+
+def _same_or_decoded(text: str, given: Mapping[str, Any], *, known: bool) -> Any:
+    """``given`` if it is what ``text`` encodes (``known``: it was encoded from it), else the
+    decoded text."""
+    if known:
+        return given
+    try:
+        if orjson.dumps(given, option=_OPTIONS).decode() == text:
+            return given
+    except (TypeError, orjson.JSONEncodeError):
+        pass
+    return decode_json(text)
+
+
+def row_to_object_as_written(
+    row: Mapping[str, Any], written: StoredObject, *, encoded: frozenset[str]
+) -> StoredObject:
+    """:func:`row_to_object` for a row just written from ``written``, sharing its JSON values.
+
+    A write returns the object as stored; decoding the row again makes new dicts equal to
+    the ones the caller passed. Those are reused instead (the store's contract: JSON values
+    given to a write may be shared with what it returns). The parts named in ``encoded`` were
+    encoded from ``written`` by this write, so they are the row's by construction; the others
+    are reused only when they encode to exactly the row's text.
+    """
+    return StoredObject(
+        row["kind"],
+        row["name"],
+        spec=_same_or_decoded(row["spec"], written.spec, known="spec" in encoded),
+        status=_same_or_decoded(row["status"], written.status, known="status" in encoded),
+        labels=_same_or_decoded(row["labels"], written.labels, known="labels" in encoded),
         owner_uid=row["owner_uid"],
         unique_key=row["unique_key"],
         uid=row["uid"],

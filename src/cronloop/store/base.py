@@ -36,6 +36,11 @@ class Store(abc.ABC):
     :class:`~cronloop.store.errors.Expired`, :class:`~cronloop.store.errors.StoreClosed`; a
     failed write leaves storage exactly as it was.
 
+    **Shared values.** The ``spec``, ``status`` and ``labels`` a write is given may be shared,
+    not copied, with the objects it returns and the events its watchers receive (decoding
+    them again would only make equal copies). Treat them as immutable once written, like
+    every :class:`~cronloop.store.model.StoredObject`.
+
     **Concurrency.** Methods may be called concurrently from tasks of the event loop the store
     was opened on. Several stores (several processes) may share one database; their writes
     serialise in the database, and each store's watchers see the others' writes too.

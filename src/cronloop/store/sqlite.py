@@ -48,6 +48,7 @@ from cronloop.store._codec import (
     encode_json,
     encode_labels,
     row_to_object,
+    row_to_object_as_written,
     to_micros,
     validated_row,
 )
@@ -74,6 +75,12 @@ Synchronous = Literal["NORMAL", "FULL"]
 """SQLite ``PRAGMA synchronous`` levels the store accepts (both are safe in WAL mode)."""
 
 _WATCH_PAGE = 500
+#: Which JSON parts of the written object each kind of write encoded into the row.
+_ENCODED = {
+    "create": frozenset({"spec", "status", "labels"}),
+    "spec": frozenset({"spec", "labels"}),
+    "status": frozenset({"status"}),
+}
 #: Recent local commits kept for watchers (a watcher further behind reads the database).
 _RECENT_EVENTS = 8192
 
@@ -340,26 +347,38 @@ class SQLiteStore(Store):
         self, obj: StoredObject, *, expected_version: int | None = None
     ) -> StoredObject:
         request, labels = _update_request(obj, expected_version, "spec")
-        return await self._update([request], [labels])
+        return await self._update([request], [labels], obj, "spec")
 
     async def update_status(
         self, obj: StoredObject, *, expected_version: int | None = None
     ) -> StoredObject:
         request, labels = _update_request(obj, expected_version, "status")
-        return await self._update([request], [labels])
+        return await self._update([request], [labels], obj, "status")
 
     async def _update(
-        self, requests: list[_ops.UpdateRequest], labels: list[Mapping[str, str] | None]
+        self,
+        requests: list[_ops.UpdateRequest],
+        labels: list[Mapping[str, str] | None],
+        obj: StoredObject,
+        mode: _ops.WriteMode,
     ) -> StoredObject:
         rows = await self._write(lambda conn: _ops.update_rows(conn, requests, labels, self._now()))
-        return self._updated(requests, rows)[0]
+        return self._updated(requests, rows, [obj], mode)[0]
 
     def _updated(
-        self, requests: Sequence[_ops.UpdateRequest], rows: Sequence[Row]
+        self,
+        requests: Sequence[_ops.UpdateRequest],
+        rows: Sequence[Row],
+        objs: Sequence[StoredObject],
+        mode: _ops.WriteMode,
     ) -> builtins.list[StoredObject]:
         """The stored objects of an update, remembering those it changed (a write that
         changed nothing kept its version)."""
-        result = [row_to_object(row) for row in rows]
+        encoded = _ENCODED[mode]
+        result = [
+            row_to_object_as_written(row, obj, encoded=encoded)
+            for row, obj in zip(rows, objs, strict=True)
+        ]
         self._remember(
             EventType.MODIFIED,
             (
@@ -411,10 +430,13 @@ class SQLiteStore(Store):
         created_rows, updated_rows, status_rows, deleted_rows = await self._write(
             lambda conn: _ops.commit_batch(conn, request, self._now())
         )
-        created = [row_to_object(row) for row in created_rows]
+        created = [
+            row_to_object_as_written(row, obj, encoded=_ENCODED["create"])
+            for row, obj in zip(created_rows, batch.creates, strict=True)
+        ]
         self._remember(EventType.ADDED, created)
-        updated = self._updated(request.updates, updated_rows)
-        status_updated = self._updated(status_updates, status_rows)
+        updated = self._updated(request.updates, updated_rows, batch.updates, "spec")
+        status_updated = self._updated(status_updates, status_rows, batch.status_updates, "status")
         deleted = [row_to_object(row) for row in deleted_rows]
         self._remember(EventType.DELETED, deleted)
         return BatchResult(created, updated, status_updated, deleted)

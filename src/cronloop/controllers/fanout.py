@@ -1,0 +1,272 @@
+"""Fan-out: a run's sub-jobs, each with its first attempt recorded, built from a template.
+
+Every run of one CronJob has the same job spec, so its sub-jobs differ from the last run's
+only in names, uids, session ids and log paths. Building them through the typed models
+(construct, validate, copy, dump) for every run cost more than anything else a run did, so a
+:class:`FanOutTemplate` is made once per job spec, from the typed models themselves: its parts
+are exactly what the models dump, and :func:`plan_fan_out` only fills in what is new. The
+template is also how a Job created by hand is fanned out, so there is one way to do it.
+
+:func:`attempt_start` is the one place that names an attempt (its id, session, log path) and
+says how its runtime will start it, for first attempts and for retries alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cronloop.api import (
+    Attempt,
+    InlineStep,
+    JobSpec,
+    ObjectRef,
+    ProcessStep,
+    Step,
+    StepName,
+    SubJobSpec,
+    SubJobStatus,
+    subjob_name,
+)
+from cronloop.controllers.objects import JOB_LABEL, dump_model
+from cronloop.runtimes import AttemptSpec, InlineSettings, ProcessSettings, StepSettings
+from cronloop.store import StoredObject, new_uid
+
+__all__ = [
+    "AttemptStart",
+    "FanOutPlan",
+    "FanOutTemplate",
+    "StepPlan",
+    "attempt_id",
+    "attempt_start",
+    "new_session",
+    "parse_attempt_id",
+    "plan_fan_out",
+    "step_plan",
+    "step_settings",
+]
+
+
+def attempt_id(job: str, subjob: str, number: int) -> str:
+    """The system-wide id of attempt ``number`` of ``subjob``: ``<job>/<subjob>#<number>``."""
+    return f"{job}/{subjob}#{number}"
+
+
+def parse_attempt_id(value: str) -> tuple[str, str, int]:
+    """``(job, subjob, number)`` from an :func:`attempt_id` (names never contain ``/``)."""
+    job, _, rest = value.partition("/")
+    subjob, _, number = rest.rpartition("#")
+    if not job or not subjob or not number.isdigit():
+        raise ValueError(f"not an attempt id: {value!r}")
+    return job, subjob, int(number)
+
+
+def new_session() -> str:
+    """A fresh attempt session id: 32 hex digits (a random uid without its dashes)."""
+    return new_uid().replace("-", "")
+
+
+def step_settings(step: Step) -> StepSettings | str:
+    """How a runtime runs ``step``, or why no runtime can (the attempt then fails)."""
+    try:
+        if isinstance(step, InlineStep):
+            return InlineSettings(callable=step.callable, kwargs=dict(step.kwargs))
+        assert isinstance(step, ProcessStep)
+        if step.shell:
+            assert step.command is not None
+            command: Sequence[str] | str = step.command
+        else:
+            assert step.argv is not None
+            command = step.argv
+        return ProcessSettings(
+            command=command, shell=step.shell, env=dict(step.env), cwd=step.working_dir
+        )
+    except ValueError as exc:  # settings a runtime cannot take fail the attempt
+        return str(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStart:
+    """A recorded attempt to hand to its runtime once the record is committed."""
+
+    job: str
+    subjob: str
+    session: str
+    runtime: str
+    #: What the runtime gets, or why the attempt cannot start (it then fails).
+    spec: AttemptSpec | str
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """What every attempt of one step shares: how it runs, its limits."""
+
+    step: StepName
+    runtime: str
+    settings: StepSettings | str
+    timeout: float | None
+    log_limit: int | None
+
+    @classmethod
+    def of(cls, name: StepName, step: Step) -> StepPlan:
+        limit = step.log_limit_bytes if isinstance(step, ProcessStep) else None
+        return cls(name, step.runtime, step_settings(step), step.timeout_seconds, limit)
+
+
+def attempt_start(
+    step: StepPlan,
+    *,
+    job: str,
+    subjob: str,
+    target: str,
+    shard_index: int | None,
+    number: int,
+    log_dir: Path,
+) -> tuple[dict[str, Any], AttemptStart]:
+    """Name attempt ``number`` of ``subjob`` (a fresh session) and say how to start it.
+
+    Returns the attempt's ``runtime`` record (stored with the attempt: session, id, runtime,
+    log path) and the start to make once that record is committed.
+    """
+    session = new_session()
+    ident = attempt_id(job, subjob, number)
+    # One path built from text: joining parts parses each of them again.
+    log_path = Path(f"{log_dir}/{job}/{subjob}.{number}.{step.step.value}.log")
+    record = {
+        "session": session,
+        "attemptId": ident,
+        "runtime": step.runtime,
+        "logPath": str(log_path),
+    }
+    settings = step.settings
+    spec: AttemptSpec | str = settings if isinstance(settings, str) else ""
+    if not isinstance(settings, str):
+        try:
+            spec = AttemptSpec(
+                attempt_id=ident,
+                session=session,
+                job=job,
+                subjob=subjob,
+                target=target,
+                step=step.step.value,
+                attempt=number,
+                settings=settings,
+                log_path=log_path,
+                shard_index=shard_index,
+                timeout=step.timeout,
+                **({"log_limit": step.log_limit} if step.log_limit else {}),
+            )
+        except ValueError as exc:
+            spec = str(exc)
+    return record, AttemptStart(job, subjob, session, step.runtime, spec)
+
+
+def step_plan(spec: SubJobSpec, name: StepName) -> StepPlan:
+    """How attempts of step ``name`` of a sub-job with ``spec`` run."""
+    step = spec.prepare if name is StepName.PREPARE else spec.main
+    assert step is not None
+    return StepPlan.of(name, step)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """One target's sub-job, minus what each run fills in."""
+
+    target: str
+    shard_index: int | None
+    #: The stored spec, without ``job`` (the run).
+    spec: dict[str, Any]
+    #: The stored status with attempt 1 recorded; its session and runtime record are per run.
+    status: dict[str, Any]
+    first: StepPlan
+
+
+@dataclass(frozen=True, slots=True)
+class FanOutTemplate:
+    """The sub-jobs of any run of one job spec (see the module docstring)."""
+
+    targets: tuple[_Target, ...]
+
+    @classmethod
+    def of(cls, spec: JobSpec) -> FanOutTemplate | None:
+        """The template of ``spec``, or None when its targets are a selector (known only at
+        run time, against the agents)."""
+        if spec.targets.selector is not None:
+            return None
+        names = spec.targets.resolve()
+        first = StepName.PREPARE if spec.prepare is not None else StepName.MAIN
+        placeholder = ObjectRef(name="x", uid="x")
+        targets = []
+        for index, target in enumerate(names):
+            sub_spec = SubJobSpec(
+                job=placeholder,
+                target=target,
+                shard_index=index if spec.targets.shards is not None else None,
+                prepare=spec.prepare,
+                main=spec.main,
+                retries=spec.retries,
+            )
+            stored_spec = dump_model(sub_spec)
+            del stored_spec["job"]
+            status = SubJobStatus(
+                attempts=(Attempt(number=1, step=first),), session_id="x", report_sequence=0
+            )
+            targets.append(
+                _Target(
+                    target=target,
+                    shard_index=sub_spec.shard_index,
+                    spec=stored_spec,
+                    status=dump_model(status),
+                    first=step_plan(sub_spec, first),
+                )
+            )
+        return cls(tuple(targets))
+
+
+@dataclass(frozen=True)
+class FanOutPlan:
+    """A run's sub-jobs, ready to be created (each with a uid of its own and its first
+    attempt recorded), and how to start those attempts once the creation committed."""
+
+    objects: list[StoredObject]
+    starts: list[AttemptStart]
+
+
+def plan_fan_out(template: FanOutTemplate, *, job: str, job_uid: str, log_dir: Path) -> FanOutPlan:
+    """The sub-jobs of run ``job`` (whose uid is ``job_uid``) from ``template``."""
+    objects = []
+    starts = []
+    ref = {"name": job, "uid": job_uid}
+    labels = {JOB_LABEL: job}
+    for target in template.targets:
+        name = subjob_name(job, target.target)
+        record, start = attempt_start(
+            target.first,
+            job=job,
+            subjob=name,
+            target=target.target,
+            shard_index=target.shard_index,
+            number=1,
+            log_dir=log_dir,
+        )
+        skeleton = target.status
+        status = {
+            **skeleton,
+            "attempts": [{**skeleton["attempts"][0], "runtime": record}],
+            "sessionId": start.session,
+        }
+        objects.append(
+            StoredObject(
+                "SubJob",
+                name,
+                spec={**target.spec, "job": ref},
+                status=status,
+                labels=labels,
+                owner_uid=job_uid,
+                uid=new_uid(),
+            )
+        )
+        starts.append(start)
+    return FanOutPlan(objects, starts)
