@@ -261,3 +261,23 @@ async def test_an_empty_commit_writes_nothing(store: Store) -> None:
     assert Batch(deletes=[("Job", "x")])
     assert await store.commit(Batch(deletes=[("Job", "missing")])) == BatchResult()
     assert await store.current_revision() == 0
+
+
+async def test_values_with_nul_characters_survive_batched_writes(store: Store) -> None:
+    # Batches travel to SQLite as one JSON array; a NUL inside a value would come back cut
+    # short there, so such a batch must still store every character.
+    objs = [
+        StoredObject("Job", f"nul-{i}", labels={"k\x00": f"v\x00{i}"}, unique_key=f"key\x00{i}")
+        for i in range(50)
+    ]
+    created = await store.create_many(objs)
+    assert [dict(o.labels) for o in created] == [{"k\x00": f"v\x00{i}"} for i in range(50)]
+    selected = await store.list("Job", labels={"k\x00": "v\x0017"})
+    assert [o.name for o in selected.items] == ["nul-17"]
+    with pytest.raises(AlreadyExists, match="unique_key"):
+        await store.create(StoredObject("Job", "twin", unique_key="key\x0017"))
+    updated = await store.update_many(
+        [replace(o, status={"note": "a\x00b"}) for o in created], status=True
+    )
+    assert all(o.status == {"note": "a\x00b"} for o in updated)
+    assert (await store.get("Job", "nul-3")).status == {"note": "a\x00b"}

@@ -209,20 +209,18 @@ class CachedStore:
 
     def keep_typed(self, stored: StoredObject, resource: Resource) -> None:
         """Keep ``resource`` as the typed model of ``stored``, the object a status write of
-        ``resource`` returned, so that it is not validated again."""
+        ``resource`` returned, so that it is not validated again.
+
+        The model's ``metadata.resource_version`` stays what it was (copying the model to
+        change it cost more than the rest of keeping it): controllers take versions from the
+        stored object they write over, never from a model.
+        """
         if stored.uid != resource.metadata.uid or stored.generation != resource.metadata.generation:
             return
-        metadata = resource.metadata.model_copy(
-            update={"resource_version": stored.resource_version}
-        )
         key = (stored.kind, stored.name)
         if key not in self._typed and len(self._typed) >= _TYPED_LIMIT:
             del self._typed[next(iter(self._typed))]
-        self._typed[key] = (
-            stored.uid,
-            stored.resource_version,
-            resource.model_copy(update={"metadata": metadata}),
-        )
+        self._typed[key] = (stored.uid, stored.resource_version, resource)
 
     # ---- reads ------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from cronloop.api import (
     CronJobStatus,
     Guarantee,
     Job,
+    JobSpec,
     JobStatus,
     MissedRunPlan,
     ObjectRef,
@@ -58,6 +59,7 @@ from cronloop.controllers.clock import Clock, monotonic
 from cronloop.controllers.fanout import FanOutPlan, FanOutTemplate
 from cronloop.controllers.objects import (
     CRONJOB_LABEL,
+    assemble,
     dump_model,
     json_time,
     replacing,
@@ -119,14 +121,17 @@ def _cursor(created: datetime, last_schedule_time: datetime | None) -> datetime:
 
 
 class RunStarter(Protocol):
-    """Fans a new run out and starts it (the Job controller), so that a run, its sub-jobs
-    and their first attempts are created in one transaction and started right after it."""
+    """Where new runs go (the Job controller): it fans a run out and starts it, so that a run,
+    its sub-jobs and their first attempts are created in one transaction and started right
+    after it; a run it cannot fan out yet, or one asked to cancel, is handed to it by name."""
 
     def fan_out(self, template: FanOutTemplate, run: StoredObject) -> FanOutPlan: ...
 
     async def start_planned(
         self, runs: Sequence[tuple[FanOutPlan, StoredObject, Sequence[StoredObject]]]
     ) -> None: ...
+
+    def hand_over(self, name: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +141,14 @@ class _Compiled:
     cronjob: CronJob
     schedule: Schedule
     created: datetime
-    #: The stored spec of its runs (the job template, annotations included).
+    #: The stored spec of its runs (the job template, annotations included), and its model.
     job_spec: dict[str, Any]
+    job_spec_model: JobSpec
     #: Its runs' sub-jobs, or None for targets known only at run time (a selector).
     fan_out: FanOutTemplate | None
-    #: The stored status of a new run, but for its start and scheduled times.
+    #: The stored status of a new run, but for its start and scheduled times, and its model.
     run_status: dict[str, Any]
+    run_status_model: JobStatus
 
 
 @dataclass(slots=True, eq=False)
@@ -154,9 +161,12 @@ class _Pass:
     plan: MissedRunPlan
     runs: list[StoredObject]
     creates: list[StoredObject] = field(default_factory=list)
-    #: Each new run's fan-out: (plan, index of the run in ``creates``).
-    fan_outs: list[tuple[FanOutPlan, int]] = field(default_factory=list)
+    #: By the uid of each new run: its fan-out, and its status model.
+    fan_outs: dict[str, FanOutPlan] = field(default_factory=dict)
+    run_models: dict[str, JobStatus] = field(default_factory=dict)
     cancels: list[StoredObject] = field(default_factory=list)
+    #: Runs the Job controller must look at once committed (not started here, or cancelled).
+    hand_over: list[str] = field(default_factory=list)
     prunes: list[tuple[str, str]] = field(default_factory=list)
     new_status: CronJobStatus | None = None
     cursor: datetime | None = None
@@ -190,22 +200,18 @@ class CronJobController:
         store: CachedStore,
         *,
         clock: Clock,
+        starter: RunStarter,
         admission: AdmissionController | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._admission = admission
-        #: Set by the manager: creates runs with their sub-jobs and starts them at once. Without
-        #: it, a run's Job controller fans it out after seeing it in the change feed.
-        self.starter: RunStarter | None = None
+        self._starter = starter
         #: The resource version each CronJob had when its last pass finished (its own status
         #: write included). Such a CronJob has nothing new to look at: its next time is already
         #: waiting on the delaying queue, so the manager need not enqueue it again for a resync
         #: or for the change event of that very write.
         self.observed: dict[str, int] = {}
-        #: Job name -> revision of the runs this controller created or pruned itself: their
-        #: change events need not wake the CronJob (the pass that wrote them decided).
-        self.own_runs: dict[str, int] = {}
         #: name -> (uid, generation, cursor, next time): the next scheduled time after the
         #: cursor, as last planned (see :meth:`_plan`).
         self._next_times: dict[str, tuple[str, int, datetime, datetime]] = {}
@@ -239,8 +245,11 @@ class CronJobController:
                 continue
             starts.extend(self._fan_outs(cron_pass, result))
             outcomes[index] = self._committed(cron_pass, result, now)
-        if starts and self.starter is not None:
-            await self.starter.start_planned(starts)
+        for _, cron_pass in passes:
+            for name in cron_pass.hand_over:
+                self._starter.hand_over(name)
+        if starts:
+            await self._starter.start_planned(starts)
         return outcomes
 
     # ---- one pass ---------------------------------------------------------------------------
@@ -319,8 +328,10 @@ class CronJobController:
             schedule=spec.parsed_schedule(anchor=created),
             created=created,
             job_spec=job_spec,
+            job_spec_model=template,
             fan_out=fan_out,
             run_status=dump_model(run_status),
+            run_status_model=run_status,
         )
         self._compiled[key] = compiled
         while len(self._compiled) > _COMPILED_LIMIT:
@@ -406,6 +417,7 @@ class CronJobController:
                     cancel = self._cancel_request(run, "ReplacedByNewRun")
                     if cancel is not None and all(c.name != run.name for c in cron_pass.cancels):
                         cron_pass.cancels.append(cancel)
+                        cron_pass.hand_over.append(run.name)
                 active = []
             run = self._run(cron_pass, scheduled, now)
             active.append(run)
@@ -425,9 +437,15 @@ class CronJobController:
         }
         run = self._stored_run(cron_pass, scheduled, status)
         cron_pass.creates.append(run)
-        if self.starter is not None and compiled.fan_out is not None:
-            plan = self.starter.fan_out(compiled.fan_out, run)
-            cron_pass.fan_outs.append((plan, len(cron_pass.creates) - 1))
+        model = compiled.run_status_model.model_copy(
+            update={"start_time": now, "scheduled_time": scheduled}
+        )
+        cron_pass.run_models[run.uid] = model
+        if compiled.fan_out is None:
+            cron_pass.hand_over.append(run.name)  # its Job controller fails it at fan-out
+        else:
+            plan = self._starter.fan_out(compiled.fan_out, run)
+            cron_pass.fan_outs[run.uid] = plan
             cron_pass.creates.extend(plan.objects)
         return run
 
@@ -518,12 +536,9 @@ class CronJobController:
                 continue
             else:
                 keep.append(record)
-        position = {record.uid: index for index, record in enumerate(keep)}
-        cron_pass.fan_outs = [
-            (plan, position[cron_pass.creates[index].uid])
-            for plan, index in cron_pass.fan_outs
-            if cron_pass.creates[index].uid in position
-        ]
+        for uid in dropped:
+            cron_pass.fan_outs.pop(uid, None)
+            cron_pass.run_models.pop(uid, None)
         cron_pass.creates = keep
 
     def _new_status(self, cron_pass: _Pass) -> CronJobStatus | None:
@@ -603,7 +618,6 @@ class CronJobController:
             except Exception:
                 pass  # one stale pass fails them all: commit each on its own, below
             else:
-                self._own(result)
                 return _split(result, batches)
         singles = await asyncio.gather(
             *(self._commit_one(p, b) for p, b in zip(passes, batches, strict=True)),
@@ -611,9 +625,7 @@ class CronJobController:
         )
         results: list[BatchResult | Exception] = []
         for single in singles:
-            if isinstance(single, BatchResult):
-                self._own(single)
-            elif not isinstance(single, Exception):
+            if not isinstance(single, BatchResult | Exception):
                 raise single  # cancelled: not a failure of one pass
             results.append(single)
         return results
@@ -631,21 +643,22 @@ class CronJobController:
             logger.info("runs of %s were created elsewhere meanwhile; retrying", cron_pass.obj.ref)
             raise
 
-    def _own(self, result: BatchResult) -> None:
-        """Note the runs this controller created or pruned, so their events wake nobody."""
-        for obj in (*result.created, *result.deleted):
-            if obj.kind == "Job":
-                self.own_runs[obj.name] = obj.resource_version
-
-    @staticmethod
     def _fan_outs(
-        cron_pass: _Pass, result: BatchResult
+        self, cron_pass: _Pass, result: BatchResult
     ) -> list[tuple[FanOutPlan, StoredObject, Sequence[StoredObject]]]:
+        """The new runs to start (each with its sub-jobs as stored); keeps their models."""
+        spec = cron_pass.compiled.job_spec_model
+        starts: list[tuple[FanOutPlan, StoredObject, Sequence[StoredObject]]] = []
         created = result.created
-        return [
-            (plan, created[index], created[index + 1 : index + 1 + len(plan.objects)])
-            for plan, index in cron_pass.fan_outs
-        ]
+        for index, run in enumerate(created):
+            status = cron_pass.run_models.get(run.uid)
+            if status is None:
+                continue  # a sub-job or a skip record
+            self._store.keep_typed(run, assemble(run, spec, status))
+            plan = cron_pass.fan_outs.get(run.uid)
+            if plan is not None:
+                starts.append((plan, run, created[index + 1 : index + 1 + len(plan.objects)]))
+        return starts
 
     def _committed(self, cron_pass: _Pass, result: BatchResult, now: datetime) -> Result:
         obj = cron_pass.obj

@@ -176,10 +176,13 @@ class _Target:
 
     target: str
     shard_index: int | None
-    #: The stored spec, without ``job`` (the run).
+    #: The stored spec, without ``job`` (the run), and its model (``job`` a placeholder).
     spec: dict[str, Any]
-    #: The stored status with attempt 1 recorded; its session and runtime record are per run.
+    spec_model: SubJobSpec
+    #: The stored status with attempt 1 recorded, and its model; their session and runtime
+    #: record are per run.
     status: dict[str, Any]
+    status_model: SubJobStatus
     first: StepPlan
 
 
@@ -218,7 +221,9 @@ class FanOutTemplate:
                     target=target,
                     shard_index=sub_spec.shard_index,
                     spec=stored_spec,
+                    spec_model=sub_spec,
                     status=dump_model(status),
+                    status_model=status,
                     first=step_plan(sub_spec, first),
                 )
             )
@@ -228,17 +233,24 @@ class FanOutTemplate:
 @dataclass(frozen=True)
 class FanOutPlan:
     """A run's sub-jobs, ready to be created (each with a uid of its own and its first
-    attempt recorded), and how to start those attempts once the creation committed."""
+    attempt recorded), and how to start those attempts once the creation committed.
+
+    ``models`` holds each sub-job's spec and status models (what ``objects`` hold the dumps
+    of), so that the typed sub-jobs need not be validated back from their dumps.
+    """
 
     objects: list[StoredObject]
     starts: list[AttemptStart]
+    models: list[tuple[SubJobSpec, SubJobStatus]]
 
 
 def plan_fan_out(template: FanOutTemplate, *, job: str, job_uid: str, log_dir: Path) -> FanOutPlan:
     """The sub-jobs of run ``job`` (whose uid is ``job_uid``) from ``template``."""
     objects = []
     starts = []
+    models = []
     ref = {"name": job, "uid": job_uid}
+    ref_model = ObjectRef.model_construct(name=job, uid=job_uid)
     labels = {JOB_LABEL: job}
     for target in template.targets:
         name = subjob_name(job, target.target)
@@ -269,4 +281,16 @@ def plan_fan_out(template: FanOutTemplate, *, job: str, job_uid: str, log_dir: P
             )
         )
         starts.append(start)
-    return FanOutPlan(objects, starts)
+        first = target.status_model.attempts[0]
+        models.append(
+            (
+                target.spec_model.model_copy(update={"job": ref_model}),
+                target.status_model.model_copy(
+                    update={
+                        "attempts": (first.model_copy(update={"runtime": record}),),
+                        "session_id": start.session,
+                    }
+                ),
+            )
+        )
+    return FanOutPlan(objects, starts, models)

@@ -65,7 +65,7 @@ from cronloop.controllers.fanout import (
     step_plan,
 )
 from cronloop.controllers.longrunning import LongRunningDetector
-from cronloop.controllers.objects import CRONJOB_LABEL, dump_model, typed
+from cronloop.controllers.objects import CRONJOB_LABEL, assemble, dump_model
 from cronloop.runtimes import (
     AttemptReport,
     AttemptSpec,
@@ -184,15 +184,15 @@ class JobController:
         self._inbox: dict[str, list[_Inbound]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        #: (kind, name) -> version of the Jobs and SubJobs this controller wrote itself: their
-        #: change events need no reconcile (the pass that wrote them already decided).
-        self.own_writes: dict[tuple[str, str], int] = {}
         self._warnings: dict[str, list[str]] = {}
         self.long_running_warnings = 0
         #: False once the runtimes are closing: passes then only record what is reported
         #: (the final reports of interrupted attempts) and dispatch nothing new.
         self.dispatching = True
         self.enqueue: Callable[[str], None] = lambda name: None
+        #: Told the name of a CronJob whose run this controller just finished (its active
+        #: runs changed); the manager sets it to the CronJob work queue's ``add``.
+        self.run_finished: Callable[[str], None] = lambda name: None
         #: How a report asks for its job's pass; the manager lets reports linger a moment,
         #: so that those arriving together (an attempt that starts and ends at once, many
         #: jobs finishing together) are applied by one pass and written in one commit.
@@ -319,12 +319,13 @@ class JobController:
     def _remember(
         self, result: BatchResult, writes: Sequence[tuple[StoredObject, SubJob | Job]]
     ) -> None:
-        """Note what was written as this controller's own, and keep the typed models."""
-        for stored in result.created:
-            self.own_writes[(stored.kind, stored.name)] = stored.resource_version
+        """Keep the typed models written, and tell CronJobs whose runs finished."""
         for stored, (_, model) in zip(result.status_updated, writes, strict=True):
-            self.own_writes[(stored.kind, stored.name)] = stored.resource_version
             self._store.keep_typed(stored, model)
+            if isinstance(model, Job) and model.status.phase.terminal:
+                owner = stored.labels.get(CRONJOB_LABEL)
+                if owner is not None:
+                    self.run_finished(owner)
 
     async def _after_commit(self, job_pass: _Pass) -> Result | None:
         """Act on a committed pass: stop what must stop, start what was dispatched."""
@@ -434,12 +435,15 @@ class JobController:
         """Start the first attempts of runs created with their sub-jobs: for each, its plan,
         the run as stored and its sub-jobs as stored (in the plan's order)."""
         self._bind_loop()
-        starts: list[AttemptStart] = []
-        for plan, run, created in runs:
-            for stored in (run, *created):
-                self.own_writes[(stored.kind, stored.name)] = stored.resource_version
-            starts.extend(plan.starts)
-        await self._start_all(starts)
+        for plan, _, created in runs:
+            for stored, (spec, status) in zip(created, plan.models, strict=True):
+                self._store.keep_typed(stored, assemble(stored, spec, status))
+        await self._start_all([start for plan, _, _ in runs for start in plan.starts])
+
+    def hand_over(self, name: str) -> None:
+        """Look at job ``name`` soon: created or changed by another controller, which did not
+        start it (its events are not routed: the writer tells)."""
+        self.enqueue(name)
 
     def _fan_out(self, job_pass: _Pass) -> None:
         """Create the sub-jobs with their first attempts recorded (in the pass's write).
@@ -452,8 +456,9 @@ class JobController:
         if template is None:
             raise ValueError("a selector's targets are resolved against agents at run time")
         plan = self.fan_out(template, job_pass.obj)
-        for stored in plan.objects:
-            model = typed(stored, SubJob)
+        for stored, (spec, status) in zip(plan.objects, plan.models, strict=True):
+            model = assemble(stored, spec, status)
+            assert isinstance(model, SubJob)
             job_pass.creates.append(stored)
             job_pass.subs.append(_Sub(None, model, model.status))
         job_pass.starts.extend(plan.starts)

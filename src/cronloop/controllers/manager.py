@@ -25,7 +25,7 @@ from cronloop.controllers.heap import settle_heap
 from cronloop.controllers.job import JobController
 from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL
 from cronloop.runtimes import Runtime
-from cronloop.store import EventType, Expired, Store, StoredObject, WatchEvent
+from cronloop.store import EventType, Expired, Store, WatchEvent
 from cronloop.sync import (
     Controller,
     ItemExponentialFailureRateLimiter,
@@ -97,8 +97,11 @@ class Manager:
         #: What the controllers read: the feed keeps it current, their writes go through it.
         self.cache = ObjectCache(_KINDS)
         view = CachedStore(store, self.cache)
-        self.cronjobs = CronJobController(view, clock=self._clock, admission=admission)
         self.jobs = JobController(view, runtimes, clock=self._clock, log_dir=log_dir)
+        # Runs are created with their sub-jobs and started by the CronJob controller itself.
+        self.cronjobs = CronJobController(
+            view, clock=self._clock, starter=self.jobs, admission=admission
+        )
         # A failing reconcile (the store is down, a conflict) is retried per object from
         # 100 ms doubling to 5 s, like the kubelet's sync loop backs off from its runtime.
         self._cronjob_loop: Controller[str] = Controller(
@@ -120,15 +123,13 @@ class Manager:
             max_batch=job_batch,
         )
         self.jobs.enqueue = self._job_loop.enqueue
+        self.jobs.run_finished = self._cronjob_loop.enqueue
         self.jobs.enqueue_report = lambda name: self._job_loop.queue.add_after(name, report_linger)
-        # Runs are created with their sub-jobs and started by the CronJob controller itself.
-        self.cronjobs.starter = self.jobs
         self._events = 0
         self._resyncs = 0
         self._feed_errors = 0
         self._recovered = 0
         self._revision = 0
-        self._job_generations: dict[str, int] = {}
         self._ready = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -195,10 +196,6 @@ class Manager:
         listings = {kind: await self._store.list(kind) for kind in reversed(_KINDS)}
         for kind, listing in listings.items():
             self.cache.replace(kind, listing.items, listing.revision)
-        # The feed restarts from the listing: events of writes noted before may never come,
-        # and a missed skip only costs one extra reconcile.
-        self.jobs.own_writes.clear()
-        self.cronjobs.own_runs.clear()
         self._enqueue_cached()
         return min(listing.revision for listing in listings.values())
 
@@ -211,12 +208,16 @@ class Manager:
                     settle_heap()  # the cache is loaded: keep the collector off it
                 self._ready.set()
                 async for event in self._store.watch(kinds=_KINDS, from_revision=revision):
-                    if event.type is EventType.DELETED:
-                        self.cache.forget(event.object)
-                    else:
-                        self.cache.observe(event.object)
+                    obj = event.object
+                    # The very object the cache holds: a write this manager's controllers made
+                    # through the cache. Whoever wrote it has told whoever needed to know.
+                    if self.cache.get(obj.kind, obj.name) is not obj:
+                        if event.type is EventType.DELETED:
+                            self.cache.forget(obj)
+                        else:
+                            self.cache.observe(obj)
+                        self._route(event)
                     self.cache.fed_to(event.revision)
-                    self._route(event)
                     self._events += 1
                     self._revision = event.revision
                     backoff = FEED_BACKOFF_MIN
@@ -229,55 +230,29 @@ class Manager:
                 backoff = min(FEED_BACKOFF_MAX, backoff * 2)
 
     def _route(self, event: WatchEvent) -> None:
-        """Enqueue the objects a change concerns, and only those (every reconcile costs reads)."""
+        """Enqueue the objects a change made elsewhere concerns, and only those (the API's
+        writes, another process's, a listing's)."""
         obj = event.object
         if obj.kind == "CronJob":
             if self.cronjobs.observed.get(obj.name) != obj.resource_version:
-                self._cronjob_loop.enqueue(obj.name)  # not just its own status write
+                self._cronjob_loop.enqueue(obj.name)
         elif obj.kind == "Job":
             terminal = job_phase(obj).terminal
-            own = self._own(obj, event)
-            # The Job controller writes a Job's status itself and starts the runs the CronJob
-            # controller creates; what it must see is another new Job, a spec or annotation
-            # change (a cancel request: generation moves), a deletion.
-            seen = self._job_generations.get(obj.name)
-            if event.type is EventType.DELETED:
-                if not terminal:
-                    self._job_loop.enqueue(obj.name)  # its pass drops what waits for it
-            elif not own and (event.type is EventType.ADDED or seen != obj.generation):
+            if event.type is not EventType.DELETED or not terminal:
+                # New, changed (a cancel request), or deleted while it ran (its pass drops
+                # what waits for it).
                 self._job_loop.enqueue(obj.name)
-            if event.type is EventType.DELETED or terminal:
-                self._job_generations.pop(obj.name, None)
-            else:
-                self._job_generations[obj.name] = obj.generation
-            # A CronJob cares when its set of active runs changes: created, finished, deleted
-            # (not by itself: its own creates and prunes were decided by its own pass).
+            # A CronJob cares when its set of active runs changes: a run created, finished,
+            # or deleted while active.
             owner = obj.labels.get(CRONJOB_LABEL)
-            if owner is None:
-                return
-            if self.cronjobs.own_runs.get(obj.name) == event.revision:
-                del self.cronjobs.own_runs[obj.name]
-            elif event.type is not EventType.MODIFIED or terminal:
+            if owner is not None and (
+                event.type is EventType.ADDED or not terminal or (event.type is EventType.MODIFIED)
+            ):
                 self._cronjob_loop.enqueue(owner)
-        elif obj.kind == "SubJob":
-            if event.type is EventType.DELETED or self._own(obj, event):
-                # Deleted with its Job (whose own event counts), or the Job controller's own
-                # write: the pass that made it decided.
-                return
+        elif obj.kind == "SubJob" and event.type is not EventType.DELETED:
             job = obj.labels.get(JOB_LABEL)
             if job is not None:
                 self._job_loop.enqueue(job)
-
-    def _own(self, obj: StoredObject, event: WatchEvent) -> bool:
-        """Whether ``event`` is the Job controller's own write of ``obj`` (forgotten once the
-        feed has passed it)."""
-        own = self.jobs.own_writes
-        key = (obj.kind, obj.name)
-        version = own.get(key)
-        if version is None or version > obj.resource_version:
-            return False
-        del own[key]
-        return version == obj.resource_version and event.type is not EventType.DELETED
 
     def _enqueue_cached(self) -> None:
         """Enqueue, from the cache, every CronJob not reconciled at its current version and

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from sqlalchemy import BindParameter, and_, bindparam, delete, literal, select, update
 from sqlalchemy.engine import Connection
 
+from cronloop.store._bulk import bulk_insert, bulk_update_objects, existing_uids, objects_named
 from cronloop.store._codec import Row
 from cronloop.store._prepared import Prepared, fetch_all
 from cronloop.store._schema import events, object_labels, objects, store_meta
@@ -181,8 +182,10 @@ def _check_owners(conn: Connection, rows: Sequence[Row]) -> None:
             if row["owner_uid"] is not None and row["owner_uid"] not in position
         }
     )
-    # A fan-out shares one owner, so this is usually a single point lookup.
-    found = {uid for uid in owners if _OWNER_EXISTS.fetch(conn, {"uid": uid})}
+    if conn.dialect.name == "sqlite":
+        found = existing_uids(conn, owners)
+    else:  # a fan-out shares one owner, so this is usually a single point lookup
+        found = {uid for uid in owners if _OWNER_EXISTS.fetch(conn, {"uid": uid})}
     for index, row in enumerate(rows):
         owner = row["owner_uid"]
         if owner is None or owner in found:
@@ -256,7 +259,7 @@ def create_rows(
         for index, row in enumerate(rows)
     ]
     try:
-        _INSERT_OBJECT.run(conn, stored)
+        bulk_insert(conn, objects, _INSERT_OBJECT, stored)
     except conn.dialect.loaded_dbapi.IntegrityError:
         _raise_create_clash(conn, stored)
         raise
@@ -265,9 +268,8 @@ def create_rows(
             _label_rows(row, row_labels) for row, row_labels in zip(stored, labels, strict=True)
         )
     )
-    if label_rows:
-        _INSERT_LABEL.run(conn, label_rows)
-    _INSERT_EVENT.run(conn, [_event(row, EventType.ADDED) for row in stored])
+    bulk_insert(conn, object_labels, _INSERT_LABEL, label_rows)
+    bulk_insert(conn, events, _INSERT_EVENT, [_event(row, EventType.ADDED) for row in stored])
     return stored
 
 
@@ -281,6 +283,9 @@ def _current_rows(
         request = requests[0]
         row = get_row(conn, request.kind, request.name)
         return {} if row is None else {(request.kind, request.name): row}
+    if conn.dialect.name == "sqlite":
+        rows = objects_named(conn, [(r.kind, r.name) for r in requests])
+        return {(row["kind"], row["name"]): row for row in rows}
     by_kind: dict[str, list[str]] = {}
     for request in requests:
         by_kind.setdefault(request.kind, []).append(request.name)
@@ -368,7 +373,7 @@ def update_rows(
         result[index] = changed
         written.append(changed)
         params.append({**changed, "b_uid": old["uid"], "b_expected": old["resource_version"]})
-    updated = _UPDATE_OBJECT.run(conn, params)
+    updated = bulk_update_objects(conn, _UPDATE_OBJECT, params)
     if updated != len(params):  # pragma: no cover - the write lock makes this unreachable
         raise RuntimeError(f"compare-and-set updated {updated} of {len(params)} rows")
     relabel: list[tuple[Row, Mapping[str, str]]] = []
@@ -379,9 +384,8 @@ def update_rows(
     if relabel:
         _DELETE_LABELS.run(conn, [{"b_uid": row["uid"]} for row, _ in relabel])
         label_rows = [lr for row, labels in relabel for lr in _label_rows(row, labels)]
-        if label_rows:
-            _INSERT_LABEL.run(conn, label_rows)
-    _INSERT_EVENT.run(conn, [_event(row, EventType.MODIFIED) for row in written])
+        bulk_insert(conn, object_labels, _INSERT_LABEL, label_rows)
+    bulk_insert(conn, events, _INSERT_EVENT, [_event(row, EventType.MODIFIED) for row in written])
     return result
 
 
@@ -444,7 +448,7 @@ def delete_tree(conn: Connection, kind: str, name: str, expected_version: int | 
     # Deepest first, so no statement removes an owner before the objects it owns.
     for chunk in _chunks([row["uid"] for row in gone]):
         conn.execute(delete(objects).where(objects.c.uid.in_(chunk)))
-    _INSERT_EVENT.run(conn, [_event(row, EventType.DELETED) for row in gone])
+    bulk_insert(conn, events, _INSERT_EVENT, [_event(row, EventType.DELETED) for row in gone])
     return gone
 
 
