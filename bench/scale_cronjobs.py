@@ -122,8 +122,9 @@ def choose_schedules(n: int, *, seed: int, quiet_from: datetime) -> list[Schedul
             ok = parsed.get(choice)
             if ok is None:
                 schedule = Schedule.parse(choice.expression, choice.time_zone, anchor=quiet_from)
+                following = schedule.next_after(quiet_from)
                 ok = choice.expression.startswith("@every") or (
-                    schedule.next_after(quiet_from) > quiet_to
+                    following is not None and following > quiet_to
                 )
                 parsed[choice] = ok
             if ok:
@@ -393,7 +394,9 @@ async def _child_floor(db: Path, n: int, idle: float) -> dict[str, Any]:
             cronjob = typed(obj, CronJob)
             anchor = cronjob.metadata.creation_timestamp or now
             schedule = cronjob.spec.parsed_schedule(anchor=anchor)
-            heap.append((schedule.next_after(now), cronjob.metadata.name))
+            following = schedule.next_after(now)
+            if following is not None:
+                heap.append((following, cronjob.metadata.name))
         heapq.heapify(heap)
         del listed
         if len(heap) != n:

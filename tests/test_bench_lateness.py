@@ -284,10 +284,12 @@ def test_per_second_with_uneven_shares_stays_in_its_seconds() -> None:
     assert instants == [10.0, 10.0, 10.0, 11.0, 11.0, 12.0, 12.0]
 
 
-def test_comparisons_of_a_per_second_load_target_its_p99() -> None:
+def test_comparisons_target_the_even_spread_not_the_per_second_load() -> None:
     results = {"cronloop": [_stats(1.0)], "apscheduler": [_stats(2.0)]}
-    rows = comparisons(Scenario.per_second(100, 2), results)
+    rows = comparisons(Scenario.spread(100, 2.0), results)
     assert [row.target for row in rows] == [None, SPREAD_P99_MS_TARGET, None, None]
+    rows = comparisons(Scenario.per_second(100, 2), results)
+    assert [row.target for row in rows] == [None, None, None, None]
 
 
 def test_standard_scenarios_match_the_issue() -> None:

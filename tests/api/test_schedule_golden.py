@@ -225,9 +225,11 @@ def test_next_after_golden(expr: str, zone: str, start: str, expected: list[str]
     t = datetime.fromisoformat(start)
     got: list[datetime] = []
     for _ in expected:
-        t = schedule.next_after(t)
-        assert t.tzinfo is UTC
-        got.append(t)
+        following = schedule.next_after(t)
+        assert following is not None
+        assert following.tzinfo is UTC
+        got.append(following)
+        t = following
     assert got == [datetime.fromisoformat(e) for e in expected]
 
 

@@ -10,6 +10,7 @@ and then the ``main`` step. The Job's phase is the aggregate of its sub-jobs und
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Self
@@ -306,11 +307,11 @@ class PhaseCounts(ApiModel):
 
     @classmethod
     def of(cls, phases: list[Phase] | tuple[Phase, ...]) -> PhaseCounts:
-        """Count ``phases``."""
+        """Count ``phases`` (equal counts are one shared, immutable object)."""
         counts = dict.fromkeys(Phase, 0)
         for phase in phases:
             counts[phase] += 1
-        return cls(**{_COUNT_FIELD[p]: n for p, n in counts.items()})
+        return _counts_of(tuple(counts.values()))
 
     def get(self, phase: Phase) -> int:
         """The count of ``phase``."""
@@ -321,6 +322,12 @@ class PhaseCounts(ApiModel):
     def total(self) -> int:
         """The number of sub-jobs counted."""
         return sum(self.get(p) for p in Phase)
+
+
+@functools.lru_cache(maxsize=4096)
+def _counts_of(counts: tuple[int, ...]) -> PhaseCounts:
+    """The counts of each phase, in :class:`Phase` order."""
+    return PhaseCounts(**{_COUNT_FIELD[p]: n for p, n in zip(Phase, counts, strict=True)})
 
 
 _COUNT_FIELD: dict[Phase, str] = {

@@ -7,7 +7,10 @@ Syntax (see docs/api.md):
   robfig/cron convention);
 - macros ``@yearly @annually @monthly @weekly @daily @midnight @hourly``;
 - intervals ``@every 90s``, ``@every 1h30m``, ``@every 2d`` (units ``d h m s``): absolute
-  elapsed time, ``anchor + k * interval``, unaffected by wall clocks and DST.
+  elapsed time, ``anchor + k * interval``, unaffected by wall clocks and DST;
+- one instant, ``@at 2026-12-24T18:00:00+01:00`` (RFC 3339 with its UTC offset, fractions of
+  a second allowed): the schedule fires once, like dkron's ``@at`` or APScheduler's ``date``
+  trigger.
 
 croniter does the field matching, but only on *naive* wall-clock times: its handling of aware
 datetimes across DST transitions has a long bug history (skipped and doubled firings; croniter
@@ -77,6 +80,22 @@ def parse_time_zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ScheduleError(f"unknown time zone {name!r} (expected an IANA name)") from exc
+
+
+def _parse_instant(expression: str) -> datetime:
+    """The instant of ``@at <instant>``: RFC 3339 with a UTC offset (``Z`` or ``+01:00``)."""
+    text = expression.strip()[3:].strip()
+    if not text:
+        raise ScheduleError("@at needs an instant, e.g. '@at 2026-12-24T18:00:00+01:00'")
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise ScheduleError(
+            f"@at {text!r} is not an RFC 3339 instant (e.g. 2026-12-24T18:00:00+01:00)"
+        ) from None
+    if instant.tzinfo is None:
+        raise ScheduleError(f"@at {text!r} has no UTC offset: write the instant with Z or +HH:MM")
+    return instant.astimezone(UTC)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -367,7 +386,7 @@ class Schedule:
     ``end``, which is what the missed-run planner asks for.
     """
 
-    __slots__ = ("_cron", "_interval", "anchor", "expression", "tz")
+    __slots__ = ("_at", "_cron", "_interval", "anchor", "expression", "tz")
 
     def __init__(
         self,
@@ -376,12 +395,14 @@ class Schedule:
         cron: _Cron | None,
         interval: timedelta | None,
         anchor: datetime,
+        at: datetime | None = None,
     ) -> None:
         self.expression = expression
         self.tz = tz
         self.anchor = anchor
         self._cron = cron
         self._interval = interval
+        self._at = at
 
     @classmethod
     def parse(
@@ -395,6 +416,8 @@ class Schedule:
         text = " ".join(expression.split()).lower()
         if not text:
             raise ScheduleError("schedule must not be empty")
+        if text.startswith("@at ") or text == "@at":
+            return cls(expression, zone, None, None, EPOCH, at=_parse_instant(expression))
         if text.startswith("@every"):
             if anchor.tzinfo is None:
                 raise ScheduleError("the anchor of an @every schedule must be timezone-aware")
@@ -404,7 +427,7 @@ class Schedule:
             if text not in MACROS:
                 raise ScheduleError(
                     f"unknown schedule macro {expression!r} (expected one of "
-                    f"{', '.join(sorted(MACROS))} or '@every <duration>')"
+                    f"{', '.join(sorted(MACROS))}, '@every <duration>' or '@at <instant>')"
                 )
             text = MACROS[text]
         fields = text.split(" ")
@@ -435,8 +458,13 @@ class Schedule:
 
     @property
     def interval(self) -> timedelta | None:
-        """The period of an ``@every`` schedule, ``None`` for cron expressions."""
+        """The period of an ``@every`` schedule, ``None`` for the others."""
         return self._interval
+
+    @property
+    def instant(self) -> datetime | None:
+        """The one firing instant of an ``@at`` schedule (UTC), ``None`` for the others."""
+        return self._at
 
     # -- wall clock <-> instant ------------------------------------------------------------
 
@@ -489,9 +517,12 @@ class Schedule:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def next_after(self, t: datetime) -> datetime:
-        """The first firing instant strictly after ``t`` (UTC)."""
+    def next_after(self, t: datetime) -> datetime | None:
+        """The first firing instant strictly after ``t`` (UTC); ``None`` when there is none
+        (an ``@at`` schedule whose instant has passed)."""
         t = self._check_aware("t", t)
+        if self._at is not None:
+            return self._at if self._at > t else None
         if self._interval is not None:
             return self.anchor + ((t - self.anchor) // self._interval + 1) * self._interval
         assert self._cron is not None
@@ -501,6 +532,8 @@ class Schedule:
     def prev_at_or_before(self, t: datetime) -> datetime | None:
         """The last firing instant at or before ``t`` (UTC), ``None`` if there is none."""
         t = self._check_aware("t", t)
+        if self._at is not None:
+            return self._at if self._at <= t else None
         if self._interval is not None:
             return self.anchor + ((t - self.anchor) // self._interval) * self._interval
         assert self._cron is not None
@@ -515,8 +548,13 @@ class Schedule:
         """Yield the firing instants in ``(start, end]`` in order, each once."""
         start = self._check_aware("start", start)
         end = self._check_aware("end", end)
+        if self._at is not None:
+            if start < self._at <= end:
+                yield self._at
+            return
         if self._interval is not None:
             instant = self.next_after(start)
+            assert instant is not None
             while instant <= end:
                 yield instant
                 instant += self._interval
@@ -542,6 +580,8 @@ class Schedule:
         end = self._check_aware("end", end)
         if end <= start:
             return 0
+        if self._at is not None:
+            return 1 if start < self._at <= end else 0
         if self._interval is not None:
             return (end - self.anchor) // self._interval - (start - self.anchor) // self._interval
         assert self._cron is not None

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 
-from cronloop.api import Resource
+from cronloop.api import CronJob, Resource
 from cronloop.controllers.objects import ResourceT, dump_model, typed
 from cronloop.store import (
     Batch,
@@ -41,11 +42,13 @@ __all__ = ["CachedStore", "ObjectCache"]
 
 #: Tombstones are pruned once there are this many (only those the feed has passed).
 _TOMBSTONE_PRUNE_AT = 4096
-#: Typed models kept for reuse; the oldest are dropped beyond this. A model costs ~7 KB: at
-#: 16,384 the memo added 115 MiB at 30,000 CronJobs and slowed start-up by a third (more to
-#: allocate and collect) with no gain on a 2,000-run burst. Re-validating is only slower,
-#: never wrong.
-_TYPED_LIMIT = 1_024
+#: Typed models kept for reuse, least recently used dropped first. Models of finished Jobs
+#: and SubJobs are not kept (no pass needs them again), so what stays is mostly the runs in
+#: flight; a run's models share their spec with every run of its CronJob version, so each
+#: costs about 2 KB. The cap bounds memory when more runs than that are in flight at once
+#: (at 16,384 in the first version, whole CronJob models cost 115 MiB at 30,000 CronJobs).
+#: Re-validating is only slower, never wrong.
+_TYPED_LIMIT = 16_384
 
 
 class ObjectCache:
@@ -176,7 +179,7 @@ class CachedStore:
         self.cache = cache
         #: (kind, name) -> (uid, resource version, typed model). Models are immutable, so
         #: one validated model serves every reconcile until the object changes.
-        self._typed: dict[tuple[str, str], tuple[str, int, object]] = {}
+        self._typed: OrderedDict[tuple[str, str], tuple[str, int, object]] = OrderedDict()
 
     def typed(self, obj: StoredObject, model: type[ResourceT]) -> ResourceT:
         """:func:`~cronloop.controllers.objects.typed`, validated once per object version."""
@@ -185,13 +188,24 @@ class CachedStore:
         if memo is not None and memo[0] == obj.uid and memo[1] == obj.resource_version:
             resource = memo[2]
             if isinstance(resource, model):
+                self._typed.move_to_end(key)
                 return resource
         resource = typed(obj, model)
         if obj.resource_version:
-            if memo is None and len(self._typed) >= _TYPED_LIMIT:
-                del self._typed[next(iter(self._typed))]
-            self._typed[key] = (obj.uid, obj.resource_version, resource)
+            self._keep(key, obj, resource)
         return resource
+
+    def _keep(self, key: tuple[str, str], stored: StoredObject, resource: Resource) -> None:
+        typed_memo = self._typed
+        if isinstance(resource, CronJob) or resource.status.phase.terminal:
+            # A CronJob is compiled once per spec by its controller, which keeps what it
+            # needs; a finished run is not read again by any pass.
+            typed_memo.pop(key, None)
+            return
+        typed_memo[key] = (stored.uid, stored.resource_version, resource)
+        typed_memo.move_to_end(key)
+        if len(typed_memo) > _TYPED_LIMIT:
+            typed_memo.popitem(last=False)
 
     async def write_status(self, current: StoredObject, resource: ResourceT) -> StoredObject:
         """Write ``resource``'s status over ``current`` (compare-and-set) and keep ``resource``
@@ -217,10 +231,7 @@ class CachedStore:
         """
         if stored.uid != resource.metadata.uid or stored.generation != resource.metadata.generation:
             return
-        key = (stored.kind, stored.name)
-        if key not in self._typed and len(self._typed) >= _TYPED_LIMIT:
-            del self._typed[next(iter(self._typed))]
-        self._typed[key] = (stored.uid, stored.resource_version, resource)
+        self._keep((stored.kind, stored.name), stored, resource)
 
     # ---- reads ------------------------------------------------------------------------------
 

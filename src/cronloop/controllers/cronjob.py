@@ -104,9 +104,13 @@ _FAILED_PHASES = frozenset({Phase.FAILED, Phase.TIMED_OUT, Phase.LOST, Phase.CAN
 _ANNOTATIONS_KEY = "__annotations__"
 
 
+_PHASES = {phase.value: phase for phase in Phase}
+
+
 def job_phase(obj: StoredObject) -> Phase:
     """The phase recorded in a stored Job's status (Pending when unset)."""
-    return Phase(obj.status.get("phase", Phase.PENDING.value))
+    value = obj.status.get("phase", Phase.PENDING.value)
+    return _PHASES.get(value) or Phase(value)  # the enum call only to raise on a bad value
 
 
 def _scheduled_time(obj: StoredObject) -> datetime | None:
@@ -546,7 +550,12 @@ class CronJobController:
         new_runs = [r for r in cron_pass.creates if r.kind == "Job"]
         pruned = {name for _, name in cron_pass.prunes}
         runs = [r for r in cron_pass.runs if r.name not in pruned] + new_runs
-        active = tuple(ObjectRef(name=r.name, uid=r.uid) for r in runs if not job_phase(r).terminal)
+        # Names and uids the store holds are valid already: no validation again.
+        active = tuple(
+            ObjectRef.model_construct(name=r.name, uid=r.uid)
+            for r in runs
+            if not job_phase(r).terminal
+        )
         succeeded = [_scheduled_time(r) for r in runs if job_phase(r) is Phase.SUCCEEDED]
         last_success = max((t for t in succeeded if t is not None), default=None)
         status = cron_pass.status

@@ -144,13 +144,14 @@ class _Pass:
         """The creates, and the status writes with the typed model each one writes."""
         writes: list[tuple[StoredObject, SubJob | Job]] = []
         for sub in self.subs:
-            changed = sub.status is not sub.model.status and sub.status != sub.model.status
-            if sub.stored is not None and changed:
+            # A pass replaces a status only to change it; the store skips a write that
+            # changes nothing anyway.
+            if sub.stored is not None and sub.status is not sub.model.status:
                 model = sub.model.model_copy(update={"status": sub.status})
                 writes.append(
                     (dataclasses.replace(sub.stored, status=dump_model(sub.status)), model)
                 )
-        if self.status is not self.job.status and self.status != self.job.status:
+        if self.status is not self.job.status:
             job = self.job.model_copy(update={"status": self.status})
             writes.append((dataclasses.replace(self.obj, status=dump_model(self.status)), job))
         return self.creates, writes
@@ -418,7 +419,10 @@ class JobController:
             update["reason"] = "Completed" if phase is Phase.SUCCEEDED else "SuccessPolicyUnmet"
             update["message"] = f"{done} of {len(phases)} targets succeeded"
         current = job.status
-        if any(getattr(current, key) != value for key, value in update.items()):
+        if any(
+            (old := getattr(current, key)) is not value and old != value
+            for key, value in update.items()
+        ):
             job_pass.status = current.model_copy(update=update)
 
     # ---- fan-out ------------------------------------------------------------------------------
