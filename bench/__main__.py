@@ -23,6 +23,7 @@ SUITES = [
     "sync_timer",
     "store_writes",
     "runtime_process",
+    "runtime_inline",
     "trigger",
     "scale_cronjobs",
 ]

@@ -243,6 +243,18 @@ async def test_aclose_cancels_running_attempts(tmp_path: Path, recorder: Recorde
         )
 
 
+async def test_cancel_needs_a_reason(
+    inline_runtime: InlineRuntime, tmp_path: Path, recorder: Recorder
+) -> None:
+    await inline_runtime.start(
+        make_spec(tmp_path, InlineSettings(f"{JOBS}:sleep_forever")), recorder
+    )
+    with pytest.raises(ValueError, match="cancel reason must be a non-empty"):
+        await inline_runtime.cancel("a1", grace=1, reason="")
+    await inline_runtime.cancel("a1", grace=1)
+    assert (await finish(inline_runtime, "a1")).reason == Reason.CANCELLED_BY_USER
+
+
 async def test_process_settings_are_refused(
     inline_runtime: InlineRuntime, tmp_path: Path, recorder: Recorder
 ) -> None:

@@ -1,12 +1,17 @@
 """Bookkeeping shared by the built-in runtimes: report sequencing, the table, the contract.
 
-:class:`Attempt` numbers and delivers one attempt's reports (always from the attempt's own
-driver task, which is what makes delivery serial and ordered) and remembers the final one.
+:class:`Attempt` numbers and delivers one attempt's reports, one at a time and in order
+(whichever task or callback posts them), and remembers the final one.
 :class:`AttemptTable` finds attempts by id, keeps a bounded number of finished ones for
 :meth:`~cronloop.runtimes.base.Runtime.wait` and ``logs``, and implements those two methods.
 :class:`TrackedRuntime` implements the parts of the :class:`~cronloop.runtimes.base.Runtime`
-contract that do not depend on how the work runs (one driver task per attempt), so the inline
-and process runtimes keep only running, stopping and cleaning up their kind of work.
+contract that do not depend on how the work runs, so the inline and process runtimes keep
+only running, stopping and cleaning up their kind of work.
+
+Hand-written delivery rather than a queue and a consumer task per attempt: the inline runtime
+starts thousands of no-op attempts at once, and a task (or even a future) per attempt and
+report was most of what an attempt cost. A plain report callback is called directly; only an
+async one gets a task.
 """
 
 from __future__ import annotations
@@ -16,11 +21,11 @@ import asyncio
 import collections
 import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import ClassVar, Generic, TypeVar
 
-from cronloop.api.phase import Phase
+from cronloop.api.phase import TERMINAL_PHASES, Phase
 from cronloop.runtimes.base import (
     AttemptExistsError,
     ReportCallback,
@@ -41,21 +46,46 @@ def utcnow() -> datetime:
 
 
 class Attempt:
-    """One started attempt: its spec, log, report sequence and completion."""
+    """One started attempt: its spec, log, report sequence and completion.
+
+    Reports go out through :meth:`post` (from plain callbacks, without waiting) or
+    :meth:`report` (which waits until the report was delivered). A report is handed to the
+    callback at once when nothing of the attempt is being delivered; an async callback's
+    awaitable, and any report that follows it while it runs, are awaited by a task that
+    delivers them in order. So a plain callback costs no task and no loop hop, and delivery
+    stays serial whatever the callback is.
+
+    The futures that :meth:`~cronloop.runtimes.base.Runtime.start`, ``cancel``, ``wait`` and
+    ``logs`` may wait on are created when someone asks for them: most attempts are never
+    waited on.
+    """
+
+    # Class-level defaults: most attempts never set these, and a class attribute costs
+    # nothing per instance until it is assigned.
+    log: AttemptLog | None = None
+    task: asyncio.Task[None] | None = None
+    started_at: datetime | None = None
+    pid: int | None = None
+    pgid: int | None = None
+    process_start_time: float | None = None
+    #: The terminal report, once it has been delivered.
+    final: AttemptReport | None = None
+    #: True once the terminal report was built (it may still be on its way).
+    terminal_sent = False
+    #: Called with the attempt once its terminal report was delivered (before ``wait`` wakes).
+    on_terminal: Callable[[Attempt], None] | None = None
+    _first_done = False
+    _first_waiter: asyncio.Future[None] | None = None
+    _done_waiter: asyncio.Future[AttemptReport] | None = None
+    #: The delivery in progress of an earlier report (a task, or a marker future).
+    _delivering: asyncio.Future[None] | None = None
+    #: The callback returned an awaitable before: deliver from a task, in one step.
+    _async_callback = False
 
     def __init__(self, spec: AttemptSpec, callback: ReportCallback) -> None:
         self.spec = spec
         self.callback = callback
-        self.log: AttemptLog | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.started_at: datetime | None = None
-        self.pid: int | None = None
-        self.pgid: int | None = None
-        self.process_start_time: float | None = None
         self._seq = 0
-        loop = asyncio.get_running_loop()
-        self.first_delivered: asyncio.Future[None] = loop.create_future()
-        self.done: asyncio.Future[AttemptReport] = loop.create_future()
 
     @property
     def attempt_id(self) -> str:
@@ -64,10 +94,37 @@ class Attempt:
     @property
     def ended(self) -> bool:
         """True once the terminal report has been delivered."""
-        return self.done.done()
+        return self.final is not None
+
+    @property
+    def first_done(self) -> bool:
+        """True once the first report has been delivered."""
+        return self._first_done
+
+    @property
+    def first_delivered(self) -> asyncio.Future[None]:
+        """Resolved once the first report has been delivered (shield it before awaiting)."""
+        if self._first_waiter is None:
+            self._first_waiter = asyncio.get_running_loop().create_future()
+            if self._first_done:
+                self._first_waiter.set_result(None)
+        return self._first_waiter
+
+    @property
+    def done(self) -> asyncio.Future[AttemptReport]:
+        """Resolved with the terminal report once it has been delivered (shield it)."""
+        if self._done_waiter is None:
+            self._done_waiter = asyncio.get_running_loop().create_future()
+            if self.final is not None:
+                self._done_waiter.set_result(self.final)
+        return self._done_waiter
+
+    def readable_log(self) -> AttemptLog | None:
+        """The log that :meth:`~cronloop.runtimes.base.Runtime.logs` reads (None: empty)."""
+        return self.log
 
     def handle(self) -> AttemptHandle:
-        return AttemptHandle(
+        return AttemptHandle._unchecked(
             attempt_id=self.spec.attempt_id,
             session=self.spec.session,
             log_path=self.spec.log_path,
@@ -75,6 +132,10 @@ class Attempt:
             pgid=self.pgid,
             process_start_time=self.process_start_time,
         )
+
+    def before_terminal(self) -> None:
+        """Called just before the terminal report reaches the callback, in the same step (the
+        inline runtime closes the log here, so it is complete when the callback runs)."""
 
     async def report(
         self,
@@ -86,42 +147,166 @@ class Attempt:
         signal: int | None = None,
         signal_name: str | None = None,
     ) -> None:
-        """Build the next report and deliver it; a terminal one also completes the attempt."""
+        """Build the next report and return once it has been delivered (an async callback is
+        awaited in the calling task, as a driver task would)."""
+        if self._delivering is not None:  # wait for the earlier report, in order
+            delivery = self.post(
+                phase, reason, message, exit_code=exit_code, signal=signal, signal_name=signal_name
+            )
+            if delivery is not None:
+                await asyncio.shield(delivery)
+            return
+        report, terminal = self._next(phase, reason, message, exit_code, signal, signal_name, None)
+        if terminal:
+            self.before_terminal()
+        pending = self._call(report)
+        if pending is None:
+            self._delivered(report, terminal)
+            return
+        marker = self._delivering = asyncio.get_running_loop().create_future()
+        try:
+            await pending
+        except Exception:
+            _callback_failed(report)
+        finally:
+            if self._delivering is marker:
+                self._delivering = None
+            marker.set_result(None)
+            self._delivered(report, terminal)
+
+    def post(
+        self,
+        phase: Phase,
+        reason: str,
+        message: str = "",
+        *,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        signal_name: str | None = None,
+        now: datetime | None = None,
+    ) -> asyncio.Future[None] | None:
+        """Build the next report and deliver it without waiting; return the task delivering
+        it if it could not be delivered at once, else None.
+
+        It is delivered at once (the callback is called right here) if no earlier report is
+        still on its way and the callback has not shown itself to be async. Otherwise a task
+        delivers it after the earlier ones, and so that an async callback starts running in
+        the same step as :meth:`before_terminal` (as it would in a driver task), that task
+        also calls the callback once the callback is known to be async. ``now`` is the
+        report's time (default: the current time).
+        """
+        report, terminal = self._next(phase, reason, message, exit_code, signal, signal_name, now)
+        previous = self._delivering
+        pending: Awaitable[None] | None = None
+        if previous is None and not self._async_callback:
+            if terminal:
+                self.before_terminal()
+            pending = self._call(report)
+            if pending is None:
+                self._delivered(report, terminal)
+                return None
+        delivery = asyncio.get_running_loop().create_task(
+            self._deliver_later(previous, pending, report, terminal)
+        )
+        self._delivering = delivery
+        return delivery
+
+    def _next(
+        self,
+        phase: Phase,
+        reason: str,
+        message: str,
+        exit_code: int | None,
+        signal: int | None,
+        signal_name: str | None,
+        now: datetime | None,
+    ) -> tuple[AttemptReport, bool]:
+        """The next report, and whether it is the terminal one."""
         self._seq += 1
-        now = utcnow()
-        report = AttemptReport(
-            attempt_id=self.spec.attempt_id,
-            session=self.spec.session,
+        if now is None:
+            now = datetime.now(UTC)
+        terminal = phase in TERMINAL_PHASES
+        if terminal:
+            self.terminal_sent = True
+        log = self.log
+        spec = self.spec
+        report = AttemptReport._unchecked(
+            attempt_id=spec.attempt_id,
+            session=spec.session,
             seq=self._seq,
             phase=phase,
             reason=reason,
             message=message,
-            pid=self.pid,
-            process_start_time=self.process_start_time,
-            started_at=self.started_at,
-            finished_at=now if phase.terminal else None,
-            reported_at=now,
-            log_dropped_bytes=self.log.dropped if self.log is not None else 0,
             exit_code=exit_code,
             signal=signal,
             signal_name=signal_name,
+            pid=self.pid,
+            process_start_time=self.process_start_time,
+            started_at=self.started_at,
+            finished_at=now if terminal else None,
+            reported_at=now,
+            log_dropped_bytes=log.dropped if log is not None else 0,
         )
+        return report, terminal
+
+    def _call(self, report: AttemptReport) -> Awaitable[None] | None:
+        """Hand ``report`` to the callback; return what it returned if that must be awaited."""
         try:
             result = self.callback(report)
-            if inspect.isawaitable(result):
-                await result
         except Exception:
-            logger.exception(
-                "report callback failed for attempt %s (seq %d, %s); the report is not retried",
-                report.attempt_id,
-                report.seq,
-                report.phase.value,
-            )
+            _callback_failed(report)
+            return None
+        if result is None or not inspect.isawaitable(result):
+            return None
+        self._async_callback = True
+        return result
+
+    async def _deliver_later(
+        self,
+        previous: asyncio.Future[None] | None,
+        pending: Awaitable[None] | None,
+        report: AttemptReport,
+        terminal: bool,
+    ) -> None:
+        try:
+            if previous is not None:
+                await asyncio.wait((previous,))  # never raises, whatever became of it
+            if pending is None:
+                if terminal:
+                    try:
+                        self.before_terminal()
+                    except Exception:
+                        logger.exception("cleanup of attempt %s failed", report.attempt_id)
+                pending = self._call(report)
+            if pending is not None:
+                await pending
+        except Exception:
+            _callback_failed(report)
         finally:
-            if not self.first_delivered.done():
-                self.first_delivered.set_result(None)
-            if phase.terminal and not self.done.done():
-                self.done.set_result(report)
+            if self._delivering is asyncio.current_task():
+                self._delivering = None
+            self._delivered(report, terminal)
+
+    def _delivered(self, report: AttemptReport, terminal: bool) -> None:
+        if not self._first_done:
+            self._first_done = True
+            if self._first_waiter is not None and not self._first_waiter.done():
+                self._first_waiter.set_result(None)
+        if terminal and self.final is None:
+            self.final = report
+            if self.on_terminal is not None:
+                self.on_terminal(self)
+            if self._done_waiter is not None and not self._done_waiter.done():
+                self._done_waiter.set_result(report)
+
+
+def _callback_failed(report: AttemptReport) -> None:
+    logger.exception(
+        "report callback failed for attempt %s (seq %d, %s); the report is not retried",
+        report.attempt_id,
+        report.seq,
+        report.phase.value,
+    )
 
 
 def note_recovery(record: RecoveryRecord, note: str) -> None:
@@ -189,15 +374,18 @@ class AttemptTable(Generic[_A]):
         """Attempts whose terminal report has not been delivered yet."""
         return [a for a in self._attempts.values() if not a.ended]
 
-    def retire(self, attempt: _A) -> None:
+    def retire(self, attempt: Attempt) -> None:
         """Note that ``attempt`` ended; forget the oldest finished ones beyond the bound."""
         self._finished.append(attempt.attempt_id)
         while len(self._finished) > self._retain:
             self._attempts.pop(self._finished.popleft(), None)
 
     async def wait(self, attempt_id: str) -> AttemptReport:
+        attempt = self.get(attempt_id)
+        if attempt.final is not None:
+            return attempt.final
         # Shielded: a caller giving up on waiting must not cancel the shared future.
-        return await asyncio.shield(self.get(attempt_id).done)
+        return await asyncio.shield(attempt.done)
 
     def logs(self, attempt_id: str, *, follow: bool) -> AsyncIterator[bytes]:
         attempt = self.get(attempt_id)
@@ -205,11 +393,11 @@ class AttemptTable(Generic[_A]):
 
 
 async def _read_log(attempt: Attempt, *, follow: bool) -> AsyncIterator[bytes]:
-    if follow:
-        # The log is created by the attempt's driver task; start() has returned by the time a
+    if follow and not attempt.first_done:
+        # The log is set up while start() runs; start() has usually returned by the time a
         # caller can ask, but a caller racing start() must not miss the beginning.
         await asyncio.shield(attempt.first_delivered)
-    log = attempt.log
+    log = attempt.readable_log()
     if log is None:
         return
     async for chunk in log.read(follow=follow):
@@ -217,11 +405,14 @@ async def _read_log(attempt: Attempt, *, follow: bool) -> AsyncIterator[bytes]:
 
 
 class TrackedRuntime(Runtime, Generic[_A]):
-    """A runtime that drives each attempt with one task of its own in this process.
+    """A runtime that tracks its attempts in this process and delivers their reports.
 
     Subclasses name themselves (:attr:`_kind`, :attr:`_label`) and the settings they run, make
-    their attempt objects and implement :meth:`_run`, :meth:`_begin_stop` and :meth:`_cleanup`;
-    they still implement :meth:`recover` and :meth:`aclose` (with :meth:`_stop_running`).
+    their attempt objects and implement :meth:`_begin_stop` and :meth:`_cleanup`. By default
+    each attempt is driven by a task of its own running :meth:`_run`, and is cleaned up and
+    retired when that returns; a subclass that overrides :meth:`_launch` runs its attempts
+    its own way (and retires them through :attr:`Attempt.on_terminal`). Subclasses still
+    implement :meth:`recover` and :meth:`aclose` (with :meth:`_stop_running`).
     """
 
     #: The class name used in errors ("InlineRuntime").
@@ -248,10 +439,10 @@ class TrackedRuntime(Runtime, Generic[_A]):
             )
         attempt = self._new_attempt(spec, report)
         self._table.add(attempt)
-        attempt.task = asyncio.get_running_loop().create_task(
-            self._drive(attempt), name=f"cronloop-{self._label}-{spec.attempt_id}"
-        )
-        await asyncio.shield(attempt.first_delivered)
+        self._launch(attempt)
+        if not attempt.first_done:
+            # Shielded: cancelling the caller must not cancel the attempt's start.
+            await asyncio.shield(attempt.first_delivered)
         return attempt.handle()
 
     async def cancel(
@@ -259,6 +450,9 @@ class TrackedRuntime(Runtime, Generic[_A]):
     ) -> None:
         if not grace >= 0:
             raise ValueError(f"cancel grace must be >= 0 seconds, got {grace!r}")
+        # Checked here, where the caller can hear about it: the terminal report carries it.
+        if not isinstance(reason, str) or not reason:
+            raise ValueError(f"cancel reason must be a non-empty CamelCase word, got {reason!r}")
         attempt = self._table.get(attempt_id)
         if self._starting(attempt):
             await asyncio.shield(attempt.first_delivered)
@@ -290,14 +484,27 @@ class TrackedRuntime(Runtime, Generic[_A]):
             self._begin_stop(
                 attempt, Phase.CANCELLED, Reason.RUNTIME_SHUTDOWN, self._shutdown_grace
             )
-        tasks = [a.task for a in running if a.task is not None]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=bound)
-            for task in pending:
-                logger.error("attempt task %s did not end within %.1f s of aclose()", task, bound)
-                task.cancel()
+        # The end of an attempt is the delivery of its terminal report, whichever task (or
+        # callback) delivers it; the default driver cleans up in the same step.
+        ends = {attempt.done: attempt for attempt in running if not attempt.ended}
+        if ends:
+            _, pending = await asyncio.wait(list(ends), timeout=bound)
+            for end in pending:
+                task = ends[end].task
+                logger.error(
+                    "attempt %s did not end within %.1f s of aclose()", ends[end].attempt_id, bound
+                )
+                if task is not None:
+                    task.cancel()
 
     # -- one attempt ---------------------------------------------------------------------
+
+    def _launch(self, attempt: _A) -> None:
+        """Get a new attempt going; :meth:`start` then waits for its first report, if that
+        has not been delivered yet. The default starts a driver task running :meth:`_run`."""
+        attempt.task = asyncio.get_running_loop().create_task(
+            self._drive(attempt), name=f"cronloop-{self._label}-{attempt.attempt_id}"
+        )
 
     async def _drive(self, attempt: _A) -> None:
         try:
@@ -308,7 +515,7 @@ class TrackedRuntime(Runtime, Generic[_A]):
                 "%s runtime failed while running attempt %s", self._label, attempt.attempt_id
             )
             self._on_internal_error(attempt)
-            if not attempt.ended:
+            if not attempt.terminal_sent:
                 await attempt.report(Phase.FAILED, "InternalError", f"{type(exc).__name__}: {exc}")
         finally:
             self._cleanup(attempt)
@@ -318,13 +525,13 @@ class TrackedRuntime(Runtime, Generic[_A]):
     def _new_attempt(self, spec: AttemptSpec, callback: ReportCallback) -> _A:
         """A new attempt object for ``spec`` (on the event loop)."""
 
-    @abc.abstractmethod
     async def _run(self, attempt: _A) -> None:
-        """Run the attempt to its terminal report (its driver task's body)."""
+        """Run the attempt to its terminal report: the body of the default driver task."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _run or _launch")
 
     def _starting(self, attempt: _A) -> bool:
         """True while start() is still getting the work going: a stop must wait for it."""
-        return not attempt.first_delivered.done()
+        return not attempt.first_done
 
     @abc.abstractmethod
     def _begin_stop(
