@@ -100,6 +100,8 @@ class Runtime(abc.ABC):
         bring the forced stop forward). Use :meth:`wait` to wait for the end.
 
         :raises UnknownAttemptError: if the attempt is not known here.
+        :raises ValueError: if ``grace`` is negative or ``reason`` is empty (a report's reason
+            must be a CamelCase word).
         """
 
     @abc.abstractmethod
