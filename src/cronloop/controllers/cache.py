@@ -22,12 +22,8 @@ Hand-written: no library offers a versioned cache of this store's objects.
 from __future__ import annotations
 
 import builtins
-import dataclasses
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 
-from cronloop.api import CronJob, Resource
-from cronloop.controllers.objects import ResourceT, dump_model, typed
 from cronloop.store import (
     Batch,
     BatchResult,
@@ -42,13 +38,6 @@ __all__ = ["CachedStore", "ObjectCache"]
 
 #: Tombstones are pruned once there are this many (only those the feed has passed).
 _TOMBSTONE_PRUNE_AT = 4096
-#: Typed models kept for reuse, least recently used dropped first. Models of finished Jobs
-#: and SubJobs are not kept (no pass needs them again), so what stays is mostly the runs in
-#: flight; a run's models share their spec with every run of its CronJob version, so each
-#: costs about 2 KB. The cap bounds memory when more runs than that are in flight at once
-#: (at 16,384 in the first version, whole CronJob models cost 115 MiB at 30,000 CronJobs).
-#: Re-validating is only slower, never wrong.
-_TYPED_LIMIT = 16_384
 
 
 class ObjectCache:
@@ -177,61 +166,6 @@ class CachedStore:
     def __init__(self, store: Store, cache: ObjectCache) -> None:
         self.store = store
         self.cache = cache
-        #: (kind, name) -> (uid, resource version, typed model). Models are immutable, so
-        #: one validated model serves every reconcile until the object changes.
-        self._typed: OrderedDict[tuple[str, str], tuple[str, int, object]] = OrderedDict()
-
-    def typed(self, obj: StoredObject, model: type[ResourceT]) -> ResourceT:
-        """:func:`~cronloop.controllers.objects.typed`, validated once per object version."""
-        key = (obj.kind, obj.name)
-        memo = self._typed.get(key)
-        if memo is not None and memo[0] == obj.uid and memo[1] == obj.resource_version:
-            resource = memo[2]
-            if isinstance(resource, model):
-                self._typed.move_to_end(key)
-                return resource
-        resource = typed(obj, model)
-        if obj.resource_version:
-            self._keep(key, obj, resource)
-        return resource
-
-    def _keep(self, key: tuple[str, str], stored: StoredObject, resource: Resource) -> None:
-        typed_memo = self._typed
-        if isinstance(resource, CronJob) or resource.status.phase.terminal:
-            # A CronJob is compiled once per spec by its controller, which keeps what it
-            # needs; a finished run is not read again by any pass.
-            typed_memo.pop(key, None)
-            return
-        typed_memo[key] = (stored.uid, stored.resource_version, resource)
-        typed_memo.move_to_end(key)
-        if len(typed_memo) > _TYPED_LIMIT:
-            typed_memo.popitem(last=False)
-
-    async def write_status(self, current: StoredObject, resource: ResourceT) -> StoredObject:
-        """Write ``resource``'s status over ``current`` (compare-and-set) and keep ``resource``
-        as the typed model of the new version, which saves validating it again: a status
-        write changes nothing else but the resource version."""
-        # Only the status is written, so only the status is dumped (not the whole resource).
-        version = max(current.resource_version, resource.metadata.resource_version or 0)
-        stored = await self.update_status(
-            dataclasses.replace(
-                current, status=dump_model(resource.status), resource_version=version
-            )
-        )
-        self.keep_typed(stored, resource)
-        return stored
-
-    def keep_typed(self, stored: StoredObject, resource: Resource) -> None:
-        """Keep ``resource`` as the typed model of ``stored``, the object a status write of
-        ``resource`` returned, so that it is not validated again.
-
-        The model's ``metadata.resource_version`` stays what it was (copying the model to
-        change it cost more than the rest of keeping it): controllers take versions from the
-        stored object they write over, never from a model.
-        """
-        if stored.uid != resource.metadata.uid or stored.generation != resource.metadata.generation:
-            return
-        self._keep((stored.kind, stored.name), stored, resource)
 
     # ---- reads ------------------------------------------------------------------------------
 

@@ -42,7 +42,6 @@ from cronloop.api import (
     CronJobStatus,
     Guarantee,
     Job,
-    JobSpec,
     JobStatus,
     MissedRunPlan,
     ObjectRef,
@@ -59,11 +58,11 @@ from cronloop.controllers.clock import Clock, monotonic
 from cronloop.controllers.fanout import FanOutPlan, FanOutTemplate
 from cronloop.controllers.objects import (
     CRONJOB_LABEL,
-    assemble,
     dump_model,
     json_time,
     replacing,
     run_unique_key,
+    typed,
 )
 from cronloop.store import (
     AlreadyExists,
@@ -145,14 +144,12 @@ class _Compiled:
     cronjob: CronJob
     schedule: Schedule
     created: datetime
-    #: The stored spec of its runs (the job template, annotations included), and its model.
+    #: The stored spec of its runs (the job template, annotations included).
     job_spec: dict[str, Any]
-    job_spec_model: JobSpec
     #: Its runs' sub-jobs, or None for targets known only at run time (a selector).
     fan_out: FanOutTemplate | None
-    #: The stored status of a new run, but for its start and scheduled times, and its model.
+    #: The stored status of a new run, but for its start and scheduled times.
     run_status: dict[str, Any]
-    run_status_model: JobStatus
 
 
 @dataclass(slots=True, eq=False)
@@ -165,9 +162,8 @@ class _Pass:
     plan: MissedRunPlan
     runs: list[StoredObject]
     creates: list[StoredObject] = field(default_factory=list)
-    #: By the uid of each new run: its fan-out, and its status model.
+    #: The fan-out of each new run, by the run's uid.
     fan_outs: dict[str, FanOutPlan] = field(default_factory=dict)
-    run_models: dict[str, JobStatus] = field(default_factory=dict)
     cancels: list[StoredObject] = field(default_factory=list)
     #: Runs the Job controller must look at once committed (not started here, or cancelled).
     hand_over: list[str] = field(default_factory=list)
@@ -307,7 +303,7 @@ class CronJobController:
         if found is not None:
             self._compiled.move_to_end(key)
             return found
-        cronjob = self._store.typed(obj, CronJob)
+        cronjob = typed(obj, CronJob)
         created = cronjob.metadata.creation_timestamp or self._clock.now()
         spec = cronjob.spec
         template = spec.job_template
@@ -332,10 +328,8 @@ class CronJobController:
             schedule=spec.parsed_schedule(anchor=created),
             created=created,
             job_spec=job_spec,
-            job_spec_model=template,
             fan_out=fan_out,
             run_status=dump_model(run_status),
-            run_status_model=run_status,
         )
         self._compiled[key] = compiled
         while len(self._compiled) > _COMPILED_LIMIT:
@@ -441,10 +435,6 @@ class CronJobController:
         }
         run = self._stored_run(cron_pass, scheduled, status)
         cron_pass.creates.append(run)
-        model = compiled.run_status_model.model_copy(
-            update={"start_time": now, "scheduled_time": scheduled}
-        )
-        cron_pass.run_models[run.uid] = model
         if compiled.fan_out is None:
             cron_pass.hand_over.append(run.name)  # its Job controller fails it at fan-out
         else:
@@ -490,7 +480,7 @@ class CronJobController:
         annotations = dict(run.spec.get(_ANNOTATIONS_KEY, {}))
         if CANCEL_ANNOTATION in annotations:
             return None
-        job = self._store.typed(run, Job)
+        job = typed(run, Job)
         annotations = {**job.metadata.annotations, CANCEL_ANNOTATION: reason}
         updated = job.model_copy(
             update={"metadata": job.metadata.model_copy(update={"annotations": annotations})}
@@ -542,7 +532,6 @@ class CronJobController:
                 keep.append(record)
         for uid in dropped:
             cron_pass.fan_outs.pop(uid, None)
-            cron_pass.run_models.pop(uid, None)
         cron_pass.creates = keep
 
     def _new_status(self, cron_pass: _Pass) -> CronJobStatus | None:
@@ -652,18 +641,14 @@ class CronJobController:
             logger.info("runs of %s were created elsewhere meanwhile; retrying", cron_pass.obj.ref)
             raise
 
+    @staticmethod
     def _fan_outs(
-        self, cron_pass: _Pass, result: BatchResult
+        cron_pass: _Pass, result: BatchResult
     ) -> list[tuple[FanOutPlan, StoredObject, Sequence[StoredObject]]]:
-        """The new runs to start (each with its sub-jobs as stored); keeps their models."""
-        spec = cron_pass.compiled.job_spec_model
+        """The new runs to start, each with its sub-jobs as stored."""
         starts: list[tuple[FanOutPlan, StoredObject, Sequence[StoredObject]]] = []
         created = result.created
         for index, run in enumerate(created):
-            status = cron_pass.run_models.get(run.uid)
-            if status is None:
-                continue  # a sub-job or a skip record
-            self._store.keep_typed(run, assemble(run, spec, status))
             plan = cron_pass.fan_outs.get(run.uid)
             if plan is not None:
                 starts.append((plan, run, created[index + 1 : index + 1 + len(plan.objects)]))

@@ -176,13 +176,10 @@ class _Target:
 
     target: str
     shard_index: int | None
-    #: The stored spec, without ``job`` (the run), and its model (``job`` a placeholder).
+    #: The stored spec, without ``job`` (the run).
     spec: dict[str, Any]
-    spec_model: SubJobSpec
-    #: The stored status with attempt 1 recorded, and its model; their session and runtime
-    #: record are per run.
+    #: The stored status with attempt 1 recorded; its session and runtime record are per run.
     status: dict[str, Any]
-    status_model: SubJobStatus
     first: StepPlan
 
 
@@ -221,9 +218,7 @@ class FanOutTemplate:
                     target=target,
                     shard_index=sub_spec.shard_index,
                     spec=stored_spec,
-                    spec_model=sub_spec,
                     status=dump_model(status),
-                    status_model=status,
                     first=step_plan(sub_spec, first),
                 )
             )
@@ -233,24 +228,17 @@ class FanOutTemplate:
 @dataclass(frozen=True)
 class FanOutPlan:
     """A run's sub-jobs, ready to be created (each with a uid of its own and its first
-    attempt recorded), and how to start those attempts once the creation committed.
-
-    ``models`` holds each sub-job's spec and status models (what ``objects`` hold the dumps
-    of), so that the typed sub-jobs need not be validated back from their dumps.
-    """
+    attempt recorded), and how to start those attempts once the creation committed."""
 
     objects: list[StoredObject]
     starts: list[AttemptStart]
-    models: list[tuple[SubJobSpec, SubJobStatus]]
 
 
 def plan_fan_out(template: FanOutTemplate, *, job: str, job_uid: str, log_dir: Path) -> FanOutPlan:
     """The sub-jobs of run ``job`` (whose uid is ``job_uid``) from ``template``."""
     objects = []
     starts = []
-    models = []
     ref = {"name": job, "uid": job_uid}
-    ref_model = ObjectRef.model_construct(name=job, uid=job_uid)
     labels = {JOB_LABEL: job}
     for target in template.targets:
         name = subjob_name(job, target.target)
@@ -281,16 +269,4 @@ def plan_fan_out(template: FanOutTemplate, *, job: str, job_uid: str, log_dir: P
             )
         )
         starts.append(start)
-        first = target.status_model.attempts[0]
-        models.append(
-            (
-                target.spec_model.model_copy(update={"job": ref_model}),
-                target.status_model.model_copy(
-                    update={
-                        "attempts": (first.model_copy(update={"runtime": record}),),
-                        "session_id": start.session,
-                    }
-                ),
-            )
-        )
-    return FanOutPlan(objects, starts, models)
+    return FanOutPlan(objects, starts)

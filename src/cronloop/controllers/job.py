@@ -18,6 +18,10 @@ keyed by the Job's name, driven by a work queue that never runs one job twice at
   and their passes commit together in one transaction; if that fails (a stale read, say),
   each pass is committed on its own, so one job's conflict only retries that job.
 
+A pass works on the stored form of the statuses (:mod:`cronloop.controllers.runstatus`), and
+on each spec validated once (the specs of one CronJob's runs are one shared object): going
+through the typed models for every report cost more than the rest of a run.
+
 Dispatch is a compare-and-set: the attempt (with a fresh session id) is recorded in the
 sub-job's status before it is started, so two dispatchers cannot both start it and a crash
 leaves a record of every attempt that may have started. After a crash,
@@ -33,22 +37,23 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Generic, TypeVar, cast
+
+from pydantic import TypeAdapter
 
 from cronloop.api import (
-    Attempt,
     Guarantee,
-    Job,
-    JobStatus,
-    ObjectRef,
+    JobSpec,
     Phase,
-    PhaseCounts,
+    RetryPolicy,
+    Step,
     StepName,
     SubJob,
-    SubJobStatus,
     aggregate_phase,
     can_advance,
 )
@@ -59,16 +64,25 @@ from cronloop.controllers.fanout import (
     AttemptStart,
     FanOutPlan,
     FanOutTemplate,
+    StepPlan,
     attempt_start,
     parse_attempt_id,
     plan_fan_out,
-    step_plan,
 )
 from cronloop.controllers.longrunning import LongRunningDetector
-from cronloop.controllers.objects import CRONJOB_LABEL, assemble, dump_model
+from cronloop.controllers.objects import CRONJOB_LABEL, json_time, typed
+from cronloop.controllers.runstatus import (
+    AttemptRecord,
+    JobStatusRecord,
+    SubJobStatusRecord,
+    counts_record,
+    parse_time,
+    phase_of,
+    step_of,
+    with_fields,
+)
 from cronloop.runtimes import (
     AttemptReport,
-    AttemptSpec,
     Reason,
     RecoveryRecord,
     Runtime,
@@ -85,15 +99,73 @@ logger = logging.getLogger(__name__)
 #: vanished runtime), on top of its retry budget for ordinary failures.
 LOST_RETRY_LIMIT = 3
 _FAILURES = frozenset({Phase.FAILED, Phase.TIMED_OUT, Phase.LOST, Phase.CANCELLED})
+#: Failures that back off before a retry (a lost attempt is retried at once).
+_BACKED_OFF = _FAILURES - {Phase.LOST}
+_ANNOTATIONS_KEY = "__annotations__"
+#: Distinct specs (and their steps) kept validated; one CronJob version's runs share theirs.
+_SPECS_KEPT = 4096
+_STEP = TypeAdapter(Step)
 
 
-def _is_failure(attempt: Attempt) -> bool:
+def _is_failure(attempt: AttemptRecord) -> bool:
     """A failure that spends the retry budget (a lost or interrupted attempt does not)."""
-    if attempt.phase is Phase.LOST:
+    phase = phase_of(attempt.get("phase"))
+    if phase is Phase.LOST:
         return False
-    if attempt.phase is Phase.CANCELLED and attempt.reason == Reason.RUNTIME_SHUTDOWN:
+    if phase is Phase.CANCELLED and attempt.get("reason") == Reason.RUNTIME_SHUTDOWN:
         return False
-    return attempt.phase in _FAILURES
+    return phase in _FAILURES
+
+
+_V = TypeVar("_V")
+
+
+class _ByIdentity(Generic[_V]):
+    """Values worked out from dicts, found again by the dict's identity (bounded, LRU).
+
+    The entry holds the dict itself, so its id cannot be reused while the entry lives.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._entries: OrderedDict[Hashable, tuple[object, _V]] = OrderedDict()
+        self._limit = limit
+
+    def get(self, source: object, make: Callable[[], _V], tag: Hashable = None) -> _V:
+        key = (id(source), tag)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is source:
+            self._entries.move_to_end(key)
+            return entry[1]
+        value = make()
+        self._entries[key] = (source, value)
+        if len(self._entries) > self._limit:
+            self._entries.popitem(last=False)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class _JobSpec:
+    """What passes need from a Job's spec."""
+
+    spec: JobSpec
+    guarantee: Guarantee
+    cancel: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _SubSpec:
+    """What passes need from a SubJob's spec."""
+
+    target: str
+    shard_index: int | None
+    prepare: StepPlan | None
+    main: StepPlan
+    retries: RetryPolicy
+
+    def step(self, name: StepName) -> StepPlan:
+        plan = self.prepare if name is StepName.PREPARE else self.main
+        assert plan is not None
+        return plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +185,17 @@ class _Sub:
     """One sub-job during a pass: as stored (None if the pass creates it) and as decided."""
 
     stored: StoredObject | None
-    model: SubJob
-    status: SubJobStatus
+    name: str
+    spec: _SubSpec
+    status: SubJobStatusRecord
 
     @property
-    def name(self) -> str:
-        return self.model.metadata.name
+    def phase(self) -> Phase:
+        return phase_of(self.status.get("phase"))
+
+    @property
+    def changed(self) -> bool:
+        return self.stored is not None and self.status is not self.stored.status
 
 
 @dataclass(slots=True, eq=False)
@@ -127,8 +204,11 @@ class _Pass:
 
     name: str
     obj: StoredObject
-    job: Job
-    status: JobStatus
+    job: _JobSpec
+    status: JobStatusRecord
+    #: The time of the pass, and its stored form.
+    now: datetime
+    stamp: str
     subs: list[_Sub] = field(default_factory=list)
     taken: list[_Inbound] = field(default_factory=list)
     creates: list[StoredObject] = field(default_factory=list)
@@ -140,21 +220,20 @@ class _Pass:
     #: (duration, succeeded) once the run ended, for the long-running history.
     ended: tuple[float, bool] | None = None
 
-    def batch(self) -> tuple[list[StoredObject], list[tuple[StoredObject, SubJob | Job]]]:
-        """The creates, and the status writes with the typed model each one writes."""
-        writes: list[tuple[StoredObject, SubJob | Job]] = []
-        for sub in self.subs:
-            # A pass replaces a status only to change it; the store skips a write that
-            # changes nothing anyway.
-            if sub.stored is not None and sub.status is not sub.model.status:
-                model = sub.model.model_copy(update={"status": sub.status})
-                writes.append(
-                    (dataclasses.replace(sub.stored, status=dump_model(sub.status)), model)
-                )
-        if self.status is not self.job.status:
-            job = self.job.model_copy(update={"status": self.status})
-            writes.append((dataclasses.replace(self.obj, status=dump_model(self.status)), job))
-        return self.creates, writes
+    @property
+    def phase(self) -> Phase:
+        return phase_of(self.status.get("phase"))
+
+    def writes(self) -> list[StoredObject]:
+        """The status writes this pass decided (a status is replaced only to change it)."""
+        writes = [
+            dataclasses.replace(sub.stored, status=cast(dict[str, Any], sub.status))
+            for sub in self.subs
+            if sub.stored is not None and sub.changed
+        ]
+        if self.status is not self.obj.status:
+            writes.append(dataclasses.replace(self.obj, status=cast(dict[str, Any], self.status)))
+        return writes
 
 
 class JobController:
@@ -186,6 +265,9 @@ class JobController:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._warnings: dict[str, list[str]] = {}
+        self._job_specs: _ByIdentity[_JobSpec] = _ByIdentity(_SPECS_KEPT)
+        self._steps: _ByIdentity[StepPlan] = _ByIdentity(_SPECS_KEPT)
+        self._retries: _ByIdentity[RetryPolicy] = _ByIdentity(_SPECS_KEPT)
         self.long_running_warnings = 0
         #: False once the runtimes are closing: passes then only record what is reported
         #: (the final reports of interrupted attempts) and dispatch nothing new.
@@ -237,12 +319,13 @@ class JobController:
         """One pass per job, all committed in one transaction (see the module docstring)."""
         self._bind_loop()
         now = self._clock.now()
+        stamp = json_time(now)
         passes: list[_Pass | None] = []
         outcomes: list[Result | Exception | None] = []
         for name in names:
             taken = self._inbox.pop(name, [])
             try:
-                passes.append(await self._pass(name, taken, now))
+                passes.append(await self._pass(name, taken, now, stamp))
                 outcomes.append(None)
             except Exception as exc:
                 self._restore(name, taken)
@@ -250,6 +333,7 @@ class JobController:
                 outcomes.append(exc)
         live = [(i, p) for i, p in enumerate(passes) if p is not None]
         committed = await self._commit([p for _, p in live])
+        starts: list[AttemptStart] = []
         for (index, job_pass), done in zip(live, committed, strict=True):
             if isinstance(done, Exception):
                 self._restore(job_pass.name, job_pass.taken)
@@ -257,6 +341,8 @@ class JobController:
                 outcomes[index] = done
                 continue
             outcomes[index] = await self._after_commit(job_pass)
+            starts.extend(job_pass.starts)
+        await self._start_all(starts)
         return outcomes
 
     def _restore(self, name: str, taken: list[_Inbound]) -> None:
@@ -266,14 +352,14 @@ class JobController:
 
     async def _commit(self, passes: list[_Pass]) -> list[BatchResult | Exception]:
         """Commit every pass in one transaction, or each on its own if that fails."""
-        plans = [p.batch() for p in passes]
+        plans = [(p.creates, p.writes()) for p in passes]
         if not any(creates or writes for creates, writes in plans):
             return [BatchResult() for _ in passes]
         try:
             result = await self._store.commit(
                 Batch(
                     creates=[o for creates, _ in plans for o in creates],
-                    status_updates=[o for _, writes in plans for o, _ in writes],
+                    status_updates=[o for _, writes in plans for o in writes],
                     keep_uids=True,
                 )
             )
@@ -287,14 +373,14 @@ class JobController:
                 return_exceptions=True,
             )
             results: list[BatchResult | Exception] = []
-            for (_, writes), single in zip(plans, singles, strict=True):
+            for single in singles:
                 if isinstance(single, BatchResult):
-                    self._remember(single, writes)
+                    self._finished_runs(single)
                 elif not isinstance(single, Exception):
                     raise single from error  # cancelled: not a failure of one job
                 results.append(single)
             return results
-        self._remember(result, [w for _, writes in plans for w in writes])
+        self._finished_runs(result)
         results = []
         created = updated = 0
         for creates, writes in plans:
@@ -309,121 +395,157 @@ class JobController:
         return results
 
     async def _commit_one(
-        self, creates: list[StoredObject], writes: list[tuple[StoredObject, SubJob | Job]]
+        self, creates: list[StoredObject], writes: list[StoredObject]
     ) -> BatchResult:
         if not creates and not writes:
             return BatchResult()
         return await self._store.commit(
-            Batch(creates=creates, status_updates=[o for o, _ in writes], keep_uids=True)
+            Batch(creates=creates, status_updates=writes, keep_uids=True)
         )
 
-    def _remember(
-        self, result: BatchResult, writes: Sequence[tuple[StoredObject, SubJob | Job]]
-    ) -> None:
-        """Keep the typed models written, and tell CronJobs whose runs finished."""
-        for stored, (_, model) in zip(result.status_updated, writes, strict=True):
-            self._store.keep_typed(stored, model)
-            if isinstance(model, Job) and model.status.phase.terminal:
+    def _finished_runs(self, result: BatchResult) -> None:
+        """Tell the CronJobs whose runs this commit finished (their active runs changed)."""
+        for stored in result.status_updated:
+            if stored.kind == "Job" and phase_of(stored.status.get("phase")).terminal:
                 owner = stored.labels.get(CRONJOB_LABEL)
                 if owner is not None:
                     self.run_finished(owner)
 
     async def _after_commit(self, job_pass: _Pass) -> Result | None:
-        """Act on a committed pass: stop what must stop, start what was dispatched."""
+        """Act on a committed pass: stop what must stop (its starts are made by the batch)."""
         for runtime_name, ident, reason in job_pass.stops:
             runtime = self._runtimes.get(runtime_name)
             if runtime is not None:
                 # Unknown here means it ran in a previous process: recovery settles it.
                 with contextlib.suppress(UnknownAttemptError):
                     await runtime.cancel(ident, grace=self._kill_grace, reason=reason)
-        await self._start_all(job_pass.starts)
         if job_pass.ended is not None:
             duration, success = job_pass.ended
             self._longrunning.finished(job_pass.name, duration, success=success)
-        if not job_pass.wake or job_pass.status.phase.terminal:
+        if not job_pass.wake or job_pass.phase.terminal:
             return None
         return Result(requeue_after=max(0.0, min(job_pass.wake)))
 
-    async def _pass(self, name: str, taken: list[_Inbound], now: datetime) -> _Pass | None:
+    async def _pass(
+        self, name: str, taken: list[_Inbound], now: datetime, stamp: str
+    ) -> _Pass | None:
         """Decide everything about job ``name`` (see the module docstring); write nothing."""
         try:
             obj = await self._store.get("Job", name)
         except NotFound:
             return None  # deleted: its reports have nowhere to go
-        job = self._store.typed(obj, Job)
-        job_pass = _Pass(name=name, obj=obj, job=job, status=job.status, taken=taken)
+        job_pass = _Pass(
+            name=name,
+            obj=obj,
+            job=self._job_spec(obj),
+            status=cast(JobStatusRecord, obj.status),
+            now=now,
+            stamp=stamp,
+            taken=taken,
+        )
         for stored in await self._store.owned("SubJob", obj.uid):
-            model = self._store.typed(stored, SubJob)
-            job_pass.subs.append(_Sub(stored, model, model.status))
-        by_name = {sub.name: sub for sub in job_pass.subs}
-        for item in taken:
-            target = item.subjob if isinstance(item, _StartFailed) else item.attempt_id
-            sub = by_name.get(
-                item.subjob if isinstance(item, _StartFailed) else parse_attempt_id(target)[1]
-            )
-            if sub is None:
-                logger.debug("dropping a report for %s: no such sub-job of %s", item, name)
-                continue
-            self._apply(sub, item)
-        if job.status.phase.terminal or not self.dispatching:
+            status = cast(SubJobStatusRecord, stored.status)
+            job_pass.subs.append(_Sub(stored, stored.name, self._sub_spec(stored.spec), status))
+        if taken:
+            by_name = {sub.name: sub for sub in job_pass.subs}
+            for item in taken:
+                subjob = (
+                    item.subjob
+                    if isinstance(item, _StartFailed)
+                    else parse_attempt_id(item.attempt_id)[1]
+                )
+                sub = by_name.get(subjob)
+                if sub is None:
+                    logger.debug("dropping a report for %s: no such sub-job of %s", item, name)
+                    continue
+                self._apply(sub, item, stamp)
+        if job_pass.phase.terminal or not self.dispatching:
             return job_pass  # late reports still complete the attempts' records
         if not job_pass.subs:
             try:
                 self._fan_out(job_pass)
             except ValueError as exc:
-                self._finish(job_pass, Phase.FAILED, "InvalidTargets", str(exc), now)
+                self._finish(job_pass, Phase.FAILED, "InvalidTargets", str(exc))
                 return job_pass
-        self._decide(job_pass, now)
-        await self._watch_duration(job_pass, now)
+        self._decide(job_pass)
+        await self._watch_duration(job_pass)
         return job_pass
 
-    def _decide(self, job_pass: _Pass, now: datetime) -> None:
+    def _job_spec(self, obj: StoredObject) -> _JobSpec:
+        def make() -> _JobSpec:
+            spec = dict(obj.spec)
+            annotations = spec.pop(_ANNOTATIONS_KEY, {})
+            return _JobSpec(
+                spec=JobSpec.model_validate(spec),
+                guarantee=Guarantee(annotations.get(GUARANTEE_ANNOTATION, "AtLeastOnce")),
+                cancel=annotations.get(CANCEL_ANNOTATION),
+            )
+
+        return self._job_specs.get(obj.spec, make)
+
+    def _sub_spec(self, spec: Mapping[str, Any]) -> _SubSpec:
+        prepare = spec.get("prepare")
+        retries = spec.get("retries")
+        return _SubSpec(
+            target=str(spec["target"]),
+            shard_index=spec.get("shardIndex"),
+            prepare=None if prepare is None else self._step(prepare, StepName.PREPARE),
+            main=self._step(spec["main"], StepName.MAIN),
+            retries=(
+                RetryPolicy()
+                if retries is None
+                else self._retries.get(retries, lambda: RetryPolicy.model_validate(retries))
+            ),
+        )
+
+    def _step(self, step: object, name: StepName) -> StepPlan:
+        return self._steps.get(step, lambda: StepPlan.of(name, _STEP.validate_python(step)), name)
+
+    def _decide(self, job_pass: _Pass) -> None:
         job = job_pass.job
-        start_time = job.status.start_time or now
-        cancel_reason = job.metadata.annotations.get(CANCEL_ANNOTATION)
-        if cancel_reason is not None:
-            self._stop_all(job_pass, job_pass.subs, Phase.CANCELLED, cancel_reason, now)
-            self._finish(job_pass, Phase.CANCELLED, cancel_reason, "the run was cancelled", now)
+        now = job_pass.now
+        status = job_pass.status
+        start_stamp = status.get("startTime") or job_pass.stamp
+        start_time = parse_time(start_stamp) or now
+        if job.cancel is not None:
+            self._stop_all(job_pass, job_pass.subs, Phase.CANCELLED, job.cancel)
+            self._finish(job_pass, Phase.CANCELLED, job.cancel, "the run was cancelled")
             return
-        if job.spec.timeout_seconds is not None:
-            deadline = start_time.timestamp() + job.spec.timeout_seconds
+        timeout = job.spec.timeout_seconds
+        if timeout is not None:
+            deadline = start_time.timestamp() + timeout
             if now.timestamp() >= deadline:
-                self._stop_all(job_pass, job_pass.subs, Phase.TIMED_OUT, "DeadlineExceeded", now)
+                self._stop_all(job_pass, job_pass.subs, Phase.TIMED_OUT, "DeadlineExceeded")
                 self._finish(
                     job_pass,
                     Phase.TIMED_OUT,
                     "DeadlineExceeded",
-                    f"the run exceeded its timeout of {job.spec.timeout_seconds:g}s",
-                    now,
+                    f"the run exceeded its timeout of {timeout:g}s",
                 )
                 return
             job_pass.wake.append(deadline - now.timestamp())
-        guarantee = Guarantee(job.metadata.annotations.get(GUARANTEE_ANNOTATION, "AtLeastOnce"))
         for sub in job_pass.subs:
-            delay = self._drive(job_pass, sub, guarantee, now)
+            delay = self._drive(job_pass, sub)
             if delay is not None:
                 job_pass.wake.append(delay)
-        phases = [sub.status.phase for sub in job_pass.subs]
-        phase = aggregate_phase(job.spec.success_policy, phases, job.status.phase)
+        phases = [sub.phase for sub in job_pass.subs]
+        phase = aggregate_phase(job.spec.success_policy, phases, job_pass.phase)
         if phase.terminal:
-            live = [sub for sub in job_pass.subs if not sub.status.phase.terminal]
-            self._stop_all(job_pass, live, Phase.CANCELLED, "RunFinished", now)
-        update: dict[str, object] = {
-            "phase": phase,
-            "counts": PhaseCounts.of(phases),
-            "start_time": start_time,
+            live = [sub for sub in job_pass.subs if not sub.phase.terminal]
+            self._stop_all(job_pass, live, Phase.CANCELLED, "RunFinished")
+        update: dict[str, Any] = {
+            "phase": phase.value,
+            "counts": counts_record(phases),
+            "startTime": start_stamp,
         }
-        if phase.terminal and job.status.completion_time is None:
-            update["completion_time"] = now
+        if phase.terminal and status.get("completionTime") is None:
             done = sum(1 for p in phases if p is Phase.SUCCEEDED)
+            update["completionTime"] = job_pass.stamp
             update["reason"] = "Completed" if phase is Phase.SUCCEEDED else "SuccessPolicyUnmet"
             update["message"] = f"{done} of {len(phases)} targets succeeded"
-        current = job.status
-        if any(
-            (old := getattr(current, key)) is not value and old != value
-            for key, value in update.items()
-        ):
-            job_pass.status = current.model_copy(update=update)
+        current = cast(dict[str, Any], status)
+        if any(current.get(key) != value for key, value in update.items()):
+            job_pass.status = with_fields(status, **update)
 
     # ---- fan-out ------------------------------------------------------------------------------
 
@@ -439,9 +561,6 @@ class JobController:
         """Start the first attempts of runs created with their sub-jobs: for each, its plan,
         the run as stored and its sub-jobs as stored (in the plan's order)."""
         self._bind_loop()
-        for plan, _, created in runs:
-            for stored, (spec, status) in zip(created, plan.models, strict=True):
-                self._store.keep_typed(stored, assemble(stored, spec, status))
         await self._start_all([start for plan, _, _ in runs for start in plan.starts])
 
     def hand_over(self, name: str) -> None:
@@ -460,101 +579,104 @@ class JobController:
         if template is None:
             raise ValueError("a selector's targets are resolved against agents at run time")
         plan = self.fan_out(template, job_pass.obj)
-        for stored, (spec, status) in zip(plan.objects, plan.models, strict=True):
-            model = assemble(stored, spec, status)
-            assert isinstance(model, SubJob)
+        for stored in plan.objects:
+            status = cast(SubJobStatusRecord, stored.status)
             job_pass.creates.append(stored)
-            job_pass.subs.append(_Sub(None, model, model.status))
+            job_pass.subs.append(_Sub(None, stored.name, self._sub_spec(stored.spec), status))
         job_pass.starts.extend(plan.starts)
 
     # ---- driving one sub-job -------------------------------------------------------------------
 
-    def _drive(
-        self, job_pass: _Pass, sub: _Sub, guarantee: Guarantee, now: datetime
-    ) -> float | None:
+    def _drive(self, job_pass: _Pass, sub: _Sub) -> float | None:
         """Move one sub-job on: first attempt, next step, or a retry. Returns a wake-up delay."""
-        status = sub.status
-        if status.phase.terminal:
+        if sub.phase.terminal:
             return None
-        last = status.attempts[-1] if status.attempts else None
-        if last is None:
-            first = StepName.PREPARE if sub.model.spec.prepare is not None else StepName.MAIN
+        attempts = sub.status.get("attempts", [])
+        if not attempts:
+            first = StepName.PREPARE if sub.spec.prepare is not None else StepName.MAIN
             self._dispatch(job_pass, sub, first, 1)
             return None
-        if not last.phase.terminal:
+        last = attempts[-1]
+        last_phase = phase_of(last.get("phase"))
+        if not last_phase.terminal:
             return None
-        if last.phase is Phase.SUCCEEDED:
-            if last.step is StepName.PREPARE:
-                self._dispatch(job_pass, sub, StepName.MAIN, last.number + 1)
+        step = step_of(last.get("step"))
+        number = int(last.get("number", len(attempts)))
+        if last_phase is Phase.SUCCEEDED:
+            if step is StepName.PREPARE:
+                self._dispatch(job_pass, sub, StepName.MAIN, number + 1)
             else:
-                self._settle(sub, Phase.SUCCEEDED, "Completed", "", now)
+                self._settle(sub, Phase.SUCCEEDED, "Completed", "", job_pass.stamp)
             return None
-        retry, why = self._may_retry(sub.status, sub.model, guarantee)
+        retry, why = self._may_retry(attempts, sub.spec, job_pass.job.guarantee)
         if not retry:
-            self._settle(sub, last.phase, last.reason or why, last.message or why, now)
+            reason = last.get("reason") or why
+            self._settle(sub, last_phase, reason, last.get("message") or why, job_pass.stamp)
             return None
-        failures = sum(
-            1 for a in status.attempts if a.phase in _FAILURES and a.phase is not Phase.LOST
-        )
+        failures = sum(1 for a in attempts if phase_of(a.get("phase")) in _BACKED_OFF)
         delay = (
-            sub.model.spec.retries.delay(max(1, failures)).total_seconds()
-            if last.phase is not Phase.LOST
+            sub.spec.retries.delay(max(1, failures)).total_seconds()
+            if last_phase is not Phase.LOST
             else 0.0
         )
-        finished = last.finish_time or now
+        now = job_pass.now
+        finished = parse_time(last.get("finishTime")) or now
         due = finished.timestamp() + delay
         if due > now.timestamp():
             return due - now.timestamp()
-        self._dispatch(job_pass, sub, last.step, last.number + 1)
+        self._dispatch(job_pass, sub, step, number + 1)
         return None
 
     @staticmethod
-    def _may_retry(status: SubJobStatus, sub: SubJob, guarantee: Guarantee) -> tuple[bool, str]:
-        attempts = status.attempts
+    def _may_retry(
+        attempts: Sequence[AttemptRecord], spec: _SubSpec, guarantee: Guarantee
+    ) -> tuple[bool, str]:
         last = attempts[-1]
-        interrupted = last.phase is Phase.CANCELLED and last.reason == Reason.RUNTIME_SHUTDOWN
-        if last.phase is Phase.CANCELLED and not interrupted:
+        last_phase = phase_of(last.get("phase"))
+        interrupted = (
+            last_phase is Phase.CANCELLED and last.get("reason") == Reason.RUNTIME_SHUTDOWN
+        )
+        if last_phase is Phase.CANCELLED and not interrupted:
             return False, "the attempt was cancelled"
-        if last.phase is Phase.LOST or interrupted:
+        if last_phase is Phase.LOST or interrupted:
             if guarantee is Guarantee.AT_MOST_ONCE:
                 return False, "the attempt was lost and AtMostOnce forbids starting it again"
-            lost = sum(1 for a in attempts if a.phase in _FAILURES and not _is_failure(a))
+            lost = sum(
+                1 for a in attempts if phase_of(a.get("phase")) in _FAILURES and not _is_failure(a)
+            )
             return lost <= LOST_RETRY_LIMIT, f"lost {lost} times"
         failures = sum(1 for a in attempts if _is_failure(a))
-        return failures <= sub.spec.retries.limit, f"failed {failures} times"
+        return failures <= spec.retries.limit, f"failed {failures} times"
 
     def _dispatch(self, job_pass: _Pass, sub: _Sub, step: StepName, number: int) -> None:
-        """Record attempt ``number``; it is handed to its runtime once the record commits."""
-        sub.status, start = self._record_attempt(job_pass.name, sub.model, sub.status, step, number)
-        job_pass.starts.append(start)
-
-    def _record_attempt(
-        self, job: str, sub: SubJob, status: SubJobStatus, step: StepName, number: int
-    ) -> tuple[SubJobStatus, AttemptStart]:
-        """The sub-job's status with attempt ``number`` recorded (a fresh session), and what
-        to start once it is stored (or why it cannot start)."""
+        """Record attempt ``number`` (a fresh session); it is handed to its runtime once the
+        record commits."""
         record, start = attempt_start(
-            step_plan(sub.spec, step),
-            job=job,
-            subjob=sub.metadata.name,
+            sub.spec.step(step),
+            job=job_pass.name,
+            subjob=sub.name,
             target=sub.spec.target,
             shard_index=sub.spec.shard_index,
             number=number,
             log_dir=self._log_dir,
         )
-        attempt = Attempt(number=number, step=step, runtime=record)
-        recorded = status.model_copy(
-            update={
-                "attempts": (*status.attempts, attempt),
-                "session_id": start.session,
-                "report_sequence": 0,
-            }
+        attempt: AttemptRecord = {
+            "number": number,
+            "step": step.value,
+            "phase": Phase.PENDING.value,
+            "runtime": record,
+        }
+        sub.status = with_fields(
+            sub.status,
+            attempts=[*sub.status.get("attempts", []), attempt],
+            sessionId=start.session,
+            reportSequence=0,
         )
-        return recorded, start
+        job_pass.starts.append(start)
 
     async def _start_all(self, starts: Sequence[AttemptStart]) -> None:
         """Start attempts side by side: a runtime's start returns once the attempt runs,
-        which for most takes a turn of the loop."""
+        which for some takes a turn of the loop."""
         if len(starts) == 1:
             await self._start(starts[0])
         elif starts:
@@ -570,45 +692,54 @@ class JobController:
                 raise ValueError(start.spec)
             await runtime.start(start.spec, self.on_report)
         except Exception as exc:  # a start that fails is the attempt's failure, not ours
-            ident = start.spec.attempt_id if isinstance(start.spec, AttemptSpec) else start.subjob
+            ident = start.spec if isinstance(start.spec, str) else start.spec.attempt_id
             logger.warning("attempt %s could not start: %s", ident, exc)
             self._deliver(start.job, _StartFailed(start.subjob, start.session, str(exc)))
 
     # ---- applying reports ---------------------------------------------------------------------
 
-    def _apply(self, sub: _Sub, item: _Inbound) -> None:
+    def _apply(self, sub: _Sub, item: _Inbound, stamp: str) -> None:
         status = sub.status
+        session = status.get("sessionId")
         if isinstance(item, _StartFailed):
-            if status.session_id == item.session and status.attempts:
-                sub.status = self._start_failed(status, item.message)
+            if session == item.session and status.get("attempts"):
+                sub.status = self._start_failed(status, item.message, stamp)
             return
-        if status.is_stale_report(item.session, item.seq):
+        if (
+            session is None
+            or item.session != session
+            or item.seq <= status.get("reportSequence", 0)
+        ):
             logger.debug("dropping stale report %s seq %d", item.attempt_id, item.seq)
             return
-        sub.status = self._applied(status, item)
+        sub.status = self._applied(status, item, stamp)
 
-    def _start_failed(self, status: SubJobStatus, message: str) -> SubJobStatus:
-        now = self._clock.now()
-        failed = status.attempts[-1].model_copy(
-            update={
-                "phase": Phase.FAILED,
-                "reason": "StartFailed",
-                "message": message,
-                "start_time": now,
-                "finish_time": now,
-            }
+    @staticmethod
+    def _start_failed(status: SubJobStatusRecord, message: str, stamp: str) -> SubJobStatusRecord:
+        attempts = status["attempts"]
+        failed = with_fields(
+            attempts[-1],
+            phase=Phase.FAILED.value,
+            reason="StartFailed",
+            message=message,
+            startTime=stamp,
+            finishTime=stamp,
         )
-        return status.model_copy(
-            update={
-                "attempts": (*status.attempts[:-1], failed),
-                "report_sequence": status.report_sequence + 1,
-            }
+        return with_fields(
+            status,
+            attempts=[*attempts[:-1], failed],
+            reportSequence=status.get("reportSequence", 0) + 1,
         )
 
-    def _applied(self, status: SubJobStatus, report: AttemptReport) -> SubJobStatus:
-        last = status.attempts[-1]
-        phase = report.phase if can_advance(last.phase, report.phase) else last.phase
-        runtime = dict(last.runtime)
+    @staticmethod
+    def _applied(
+        status: SubJobStatusRecord, report: AttemptReport, stamp: str
+    ) -> SubJobStatusRecord:
+        attempts = status["attempts"]
+        last = attempts[-1]
+        last_phase = phase_of(last.get("phase"))
+        phase = report.phase if can_advance(last_phase, report.phase) else last_phase
+        runtime = dict(last.get("runtime", {}))
         if report.pid is not None:
             runtime["pid"] = report.pid
         if report.process_start_time is not None:
@@ -618,102 +749,103 @@ class JobController:
         # Attempt times are when this controller observed them, on its own clock: retries and
         # deadlines are computed from them, and a runtime's clock (a remote agent's, later)
         # may be skewed.
-        observed = self._clock.now()
-        attempt = last.model_copy(
-            update={
-                "phase": phase,
-                "start_time": last.start_time or observed,
-                "finish_time": observed if phase.terminal else None,
-                "exit_code": report.exit_code,
-                "signal": report.signal,
-                "reason": report.reason,
-                "message": report.message or None,
-                "runtime": runtime,
-            }
+        attempt = with_fields(
+            last,
+            phase=phase.value,
+            startTime=last.get("startTime") or stamp,
+            finishTime=stamp if phase.terminal else None,
+            exitCode=report.exit_code,
+            signal=report.signal,
+            reason=report.reason,
+            message=report.message or None,
+            runtime=runtime,
         )
-        proposed = status.phase
+        step = step_of(last.get("step"))
+        current = phase_of(status.get("phase"))
+        proposed = current
         if report.phase is Phase.RUNNING:
-            proposed = Phase.PREPARING if last.step is StepName.PREPARE else Phase.RUNNING
+            proposed = Phase.PREPARING if step is StepName.PREPARE else Phase.RUNNING
         elif report.phase is Phase.SUCCEEDED:
-            proposed = Phase.PREPARED if last.step is StepName.PREPARE else Phase.SUCCEEDED
-        new_phase = proposed if can_advance(status.phase, proposed) else status.phase
-        update: dict[str, object] = {
-            "attempts": (*status.attempts[:-1], attempt),
-            "report_sequence": report.seq,
-            "phase": new_phase,
-            "start_time": status.start_time or attempt.start_time,
+            proposed = Phase.PREPARED if step is StepName.PREPARE else Phase.SUCCEEDED
+        new_phase = proposed if can_advance(current, proposed) else current
+        update: dict[str, Any] = {
+            "attempts": [*attempts[:-1], attempt],
+            "reportSequence": report.seq,
+            "phase": new_phase.value,
+            "startTime": status.get("startTime") or attempt.get("startTime"),
         }
-        if new_phase.terminal and status.completion_time is None:
-            update["completion_time"] = attempt.finish_time
+        if new_phase.terminal and status.get("completionTime") is None:
+            update["completionTime"] = attempt.get("finishTime")
             update["reason"] = report.reason
-        return status.model_copy(update=update)
+        return with_fields(status, **update)
 
     # ---- endings ----------------------------------------------------------------------------
 
     @staticmethod
-    def _settle(sub: _Sub, phase: Phase, reason: str, message: str, now: datetime) -> None:
-        status = sub.status
-        if not can_advance(status.phase, phase) or status.phase == phase:
+    def _settle(sub: _Sub, phase: Phase, reason: str, message: str, stamp: str) -> None:
+        current = sub.phase
+        if not can_advance(current, phase) or current == phase:
             return
-        sub.status = status.model_copy(
-            update={
-                "phase": phase,
-                "reason": reason,
-                "message": message or None,
-                "completion_time": status.completion_time or now,
-            }
+        sub.status = with_fields(
+            sub.status,
+            phase=phase.value,
+            reason=reason,
+            message=message or None,
+            completionTime=sub.status.get("completionTime") or stamp,
         )
 
-    def _stop_all(
-        self, job_pass: _Pass, subs: Sequence[_Sub], phase: Phase, reason: str, now: datetime
-    ) -> None:
+    def _stop_all(self, job_pass: _Pass, subs: Sequence[_Sub], phase: Phase, reason: str) -> None:
         """Settle the live sub-jobs in ``phase`` and stop their attempts after the commit."""
         for sub in subs:
-            if sub.status.phase.terminal:
+            if sub.phase.terminal:
                 continue
-            last = sub.status.attempts[-1] if sub.status.attempts else None
-            if last is not None and not last.phase.terminal:
-                ident = str(last.runtime.get("attemptId", ""))
+            attempts = sub.status.get("attempts", [])
+            last = attempts[-1] if attempts else None
+            if last is not None and not phase_of(last.get("phase")).terminal:
+                runtime = last.get("runtime", {})
+                ident = str(runtime.get("attemptId", ""))
                 if ident:
-                    job_pass.stops.append((str(last.runtime.get("runtime", "")), ident, reason))
-            self._settle(sub, phase, reason, "", now)
+                    job_pass.stops.append((str(runtime.get("runtime", "")), ident, reason))
+            self._settle(sub, phase, reason, "", job_pass.stamp)
 
     @staticmethod
-    def _finish(job_pass: _Pass, phase: Phase, reason: str, message: str, now: datetime) -> None:
+    def _finish(job_pass: _Pass, phase: Phase, reason: str, message: str) -> None:
         status = job_pass.status
-        job_pass.status = status.model_copy(
-            update={
-                "phase": phase,
-                "reason": reason,
-                "message": message,
-                "start_time": status.start_time or now,
-                "completion_time": now,
-            }
+        job_pass.status = with_fields(
+            status,
+            phase=phase.value,
+            reason=reason,
+            message=message,
+            startTime=status.get("startTime") or job_pass.stamp,
+            completionTime=job_pass.stamp,
         )
 
     # ---- long-running runs -----------------------------------------------------------------
 
-    async def _watch_duration(self, job_pass: _Pass, now: datetime) -> None:
+    async def _watch_duration(self, job_pass: _Pass) -> None:
         """Warn once when a run goes on longer than expected (into the job's warnings), and
         wake the job when its own threshold comes."""
         name = job_pass.name
-        job = job_pass.job
-        phase = job_pass.status.phase
-        start_time = job_pass.status.start_time or now
+        phase = job_pass.phase
+        now = job_pass.now
+        status = job_pass.status
+        start_time = parse_time(status.get("startTime")) or now
+        warned = bool(job_pass.obj.status.get("warnings"))
         detector = self._longrunning
         if phase.terminal:
             duration = (now - start_time).total_seconds()
             job_pass.ended = (duration, phase is Phase.SUCCEEDED)
             job_pass.warnings = tuple(self._warnings.pop(name, ()))
         elif phase.rank >= Phase.PREPARING.rank:
-            series = job.status.cron_job.name if job.status.cron_job else name
-            await self._load_history(series, job.status.cron_job)
+            ref = status.get("cronJob") or {}
+            series = str(ref.get("name") or name)
+            await self._load_history(series, ref.get("uid"))
             threshold = detector.started(
                 name,
                 cronjob=series,
                 started_at=start_time.timestamp(),
-                expected=job.spec.expected_duration_seconds,
-                warned=bool(job.status.warnings),
+                expected=job_pass.job.spec.expected_duration_seconds,
+                warned=warned,
             )
             for warning in detector.check(now.timestamp()):
                 logger.warning("%s", warning.message)
@@ -722,30 +854,33 @@ class JobController:
                 if warning.run_id != name:
                     self.enqueue(warning.run_id)
             job_pass.warnings = tuple(self._warnings.pop(name, ()))
-            if threshold is not None and not job.status.warnings and not job_pass.warnings:
+            if threshold is not None and not warned and not job_pass.warnings:
                 due = start_time.timestamp() + threshold.seconds
                 job_pass.wake.append(max(0.0, due - now.timestamp()))
         if job_pass.warnings:
-            job_pass.status = job_pass.status.model_copy(
-                update={"warnings": job_pass.status.warnings + job_pass.warnings}
+            job_pass.status = with_fields(
+                job_pass.status,
+                warnings=[*job_pass.status.get("warnings", []), *job_pass.warnings],
             )
 
-    async def _load_history(self, cronjob: str, ref: ObjectRef | None) -> None:
+    async def _load_history(self, cronjob: str, uid: object) -> None:
         """Seed a CronJob's duration history from its stored successful runs, once."""
         if cronjob in self._histories_loaded:
             return
         self._histories_loaded.add(cronjob)
-        if ref is not None and ref.uid:
-            runs = await self._store.owned("Job", ref.uid)
+        if isinstance(uid, str) and uid:
+            runs = await self._store.owned("Job", uid)
         else:
             runs = (await self._store.list("Job", labels={CRONJOB_LABEL: cronjob})).items
         history = self._longrunning.history(cronjob)
-        done = [self._store.typed(r, Job).status for r in runs]
-        finished = sorted(
-            (s.completion_time, (s.completion_time - s.start_time).total_seconds())
-            for s in done
-            if s.phase is Phase.SUCCEEDED and s.start_time and s.completion_time
-        )
+        finished = []
+        for run in runs:
+            status = run.status
+            start = parse_time(status.get("startTime"))
+            end = parse_time(status.get("completionTime"))
+            if phase_of(status.get("phase")) is Phase.SUCCEEDED and start and end:
+                finished.append((end, (end - start).total_seconds()))
+        finished.sort()
         for _, duration in finished[-history.size :]:
             history.record(duration)
 
@@ -761,7 +896,7 @@ class JobController:
         subs = (await self._store.list("SubJob")).items
         pending: dict[str, list[tuple[SubJob, RecoveryRecord]]] = {}
         for obj in subs:
-            sub = self._store.typed(obj, SubJob)
+            sub = typed(obj, SubJob)
             if sub.status.phase.terminal or not sub.status.attempts:
                 continue
             last = sub.status.attempts[-1]

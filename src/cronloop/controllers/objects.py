@@ -32,7 +32,6 @@ __all__ = [
     "CRONJOB_LABEL",
     "JOB_LABEL",
     "ResourceT",
-    "assemble",
     "dump_model",
     "from_stored",
     "json_time",
@@ -153,36 +152,6 @@ def from_stored(obj: StoredObject) -> Resource:
             "status": obj.status,
         }
     )
-
-
-def assemble(obj: StoredObject, spec: BaseModel, status: BaseModel) -> Resource:
-    """:func:`from_stored` for an object whose ``spec`` and ``status`` models are at hand: the
-    models this process built and dumped into ``obj`` itself (a run it just created, say).
-
-    Nothing is validated again: the models were validated when built, and the rest comes from
-    the store. ``assemble(obj, s, t) == from_stored(obj)`` whenever ``obj`` holds their dumps
-    (a test checks it), at a fraction of the cost.
-    """
-    model = KINDS[obj.kind]
-    annotations = obj.spec.get(_ANNOTATIONS_KEY, {})
-    refs = _owner_references(obj.kind, obj.spec, obj.status, obj.owner_uid)
-    metadata = ObjectMeta.model_construct(
-        name=obj.name,
-        uid=obj.uid or None,
-        resource_version=obj.resource_version,
-        generation=obj.generation,
-        creation_timestamp=obj.created_at,
-        labels=dict(obj.labels),
-        annotations=dict(annotations),
-        owner_references=tuple(
-            OwnerReference.model_construct(kind=r["kind"], name=r["name"], uid=r["uid"])
-            for r in refs
-        ),
-    )
-    resource: Resource = model.model_construct(
-        api_version="cronloop.dev/v1", kind=obj.kind, metadata=metadata, spec=spec, status=status
-    )
-    return resource
 
 
 def typed(obj: StoredObject, model: type[ResourceT]) -> ResourceT:
