@@ -213,8 +213,8 @@ class CronJobController:
         #: or for the change event of that very write.
         self.observed: dict[str, int] = {}
         #: name -> (uid, generation, cursor, next time): the next scheduled time after the
-        #: cursor, as last planned (see :meth:`_plan`).
-        self._next_times: dict[str, tuple[str, int, datetime, datetime]] = {}
+        #: cursor, as last planned, None when there is none (see :meth:`_plan`).
+        self._next_times: dict[str, tuple[str, int, datetime, datetime | None]] = {}
         self._compiled: OrderedDict[tuple[str, int], _Compiled] = OrderedDict()
 
     async def reconcile(self, name: str) -> Result | None:
@@ -357,7 +357,7 @@ class CronJobController:
         if memo is None or memo[:3] != (obj.uid, obj.generation, cursor):
             return plan_for_cronjob(compiled.cronjob, now, status=status)
         due = memo[3]
-        if now < due:
+        if due is None or now < due:  # None: a one-shot schedule that has fired
             return MissedRunPlan((), (), due_count=0, next_wake=due)
         spec = compiled.cronjob.spec
         late = now - due
@@ -659,7 +659,7 @@ class CronJobController:
         written = result.status_updated
         self.observed[obj.name] = written[0].resource_version if written else obj.resource_version
         plan = cron_pass.plan
-        if cron_pass.waiting_for is None and plan.next_wake is not None:
+        if cron_pass.waiting_for is None:
             # Everything due up to now is settled, so the next time after the new cursor is
             # the plan's next wake.
             cursor = _cursor(cron_pass.compiled.created, cron_pass.cursor)

@@ -24,6 +24,7 @@ from cronloop.api import (
     JobSpec,
     ObjectRef,
     ProcessStep,
+    RetryPolicy,
     Step,
     StepName,
     SubJobSpec,
@@ -181,12 +182,19 @@ class _Target:
     #: The stored status with attempt 1 recorded; its session and runtime record are per run.
     status: dict[str, Any]
     first: StepPlan
+    #: How each step runs, and the retry policy: what the Job controller would otherwise
+    #: validate again from ``spec``.
+    prepare: StepPlan | None
+    main: StepPlan
+    retries: RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)
 class FanOutTemplate:
     """The sub-jobs of any run of one job spec (see the module docstring)."""
 
+    #: The spec the template was made from.
+    spec: JobSpec
     targets: tuple[_Target, ...]
 
     @classmethod
@@ -213,16 +221,21 @@ class FanOutTemplate:
             status = SubJobStatus(
                 attempts=(Attempt(number=1, step=first),), session_id="x", report_sequence=0
             )
+            main = step_plan(sub_spec, StepName.MAIN)
+            prepare = None if spec.prepare is None else step_plan(sub_spec, StepName.PREPARE)
             targets.append(
                 _Target(
                     target=target,
                     shard_index=sub_spec.shard_index,
                     spec=stored_spec,
                     status=dump_model(status),
-                    first=step_plan(sub_spec, first),
+                    first=prepare or main,
+                    prepare=prepare,
+                    main=main,
+                    retries=spec.retries,
                 )
             )
-        return cls(tuple(targets))
+        return cls(spec, tuple(targets))
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,10 @@ class _ByIdentity(Generic[_V]):
             self._entries.popitem(last=False)
         return value
 
+    def put(self, source: object, value: _V, tag: Hashable = None) -> None:
+        """Note that ``value`` is what ``source`` gives, unless that is known already."""
+        self.get(source, lambda: value, tag)
+
 
 @dataclass(frozen=True, slots=True)
 class _JobSpec:
@@ -471,12 +475,14 @@ class JobController:
         await self._watch_duration(job_pass)
         return job_pass
 
-    def _job_spec(self, obj: StoredObject) -> _JobSpec:
+    def _job_spec(self, obj: StoredObject, known: JobSpec | None = None) -> _JobSpec:
+        """What passes need from ``obj``'s spec; ``known`` is its model if at hand."""
+
         def make() -> _JobSpec:
             spec = dict(obj.spec)
             annotations = spec.pop(_ANNOTATIONS_KEY, {})
             return _JobSpec(
-                spec=JobSpec.model_validate(spec),
+                spec=known if known is not None else JobSpec.model_validate(spec),
                 guarantee=Guarantee(annotations.get(GUARANTEE_ANNOTATION, "AtLeastOnce")),
                 cancel=annotations.get(CANCEL_ANNOTATION),
             )
@@ -552,7 +558,17 @@ class JobController:
     def fan_out(self, template: FanOutTemplate, run: StoredObject) -> FanOutPlan:
         """The sub-jobs of ``run`` (whose uid is set) from ``template``, each with its first
         attempt recorded and a uid of its own, for the run's creator to write in the run's
-        own transaction and then hand to :meth:`start_planned`."""
+        own transaction and then hand to :meth:`start_planned`.
+
+        What the template already knows (the run's spec, its sub-jobs' steps) is noted for
+        the run's passes, which would otherwise validate it again from the stored JSON.
+        """
+        self._job_spec(run, template.spec)
+        for target in template.targets:
+            self._steps.put(target.spec["main"], target.main, StepName.MAIN)
+            if target.prepare is not None:
+                self._steps.put(target.spec["prepare"], target.prepare, StepName.PREPARE)
+            self._retries.put(target.spec["retries"], target.retries)
         return plan_fan_out(template, job=run.name, job_uid=run.uid, log_dir=self._log_dir)
 
     async def start_planned(

@@ -172,36 +172,51 @@ def get_row_by_uid(conn: Connection, uid: str) -> Row | None:
 # ---- create ---------------------------------------------------------------------------------
 
 
-def _check_owners(conn: Connection, rows: Sequence[Row]) -> None:
-    # An owner earlier in the batch counts (its row is inserted first); a later one does not.
+def _events_by_database(conn: Connection) -> bool:
+    """Whether the database writes ADDED and MODIFIED events itself (SQLite: triggers of
+    migration 0002); other dialects insert them with the objects."""
+    return conn.dialect.name == "sqlite"
+
+
+def _check_owner_order(rows: Sequence[Row]) -> None:
+    """An owner earlier in the batch counts (its row is inserted first); a later one does not.
+
+    Owners already stored are the foreign key's business: a missing one fails the insert,
+    and :func:`_raise_missing_owner` then names it.
+    """
     position = {row["uid"]: index for index, row in enumerate(rows)}
+    for index, row in enumerate(rows):
+        owner = row["owner_uid"]
+        if owner is not None and position.get(owner, -1) > index:
+            raise InvalidObject(
+                row["kind"], row["name"], "owner_uid", "its owner comes after it in the batch"
+            )
+
+
+def _raise_missing_owner(conn: Connection, rows: Sequence[Row]) -> None:
+    """After a failed insert: raise NotFound for the first row whose owner is not stored (nor
+    in the batch), if there is one."""
+    in_batch = {row["uid"] for row in rows}
     owners = sorted(
         {
-            row["owner_uid"]
-            for row in rows
-            if row["owner_uid"] is not None and row["owner_uid"] not in position
+            r["owner_uid"]
+            for r in rows
+            if r["owner_uid"] is not None and r["owner_uid"] not in in_batch
         }
     )
     if conn.dialect.name == "sqlite":
         found = existing_uids(conn, owners)
-    else:  # a fan-out shares one owner, so this is usually a single point lookup
+    else:
         found = {uid for uid in owners if _OWNER_EXISTS.fetch(conn, {"uid": uid})}
-    for index, row in enumerate(rows):
+    for row in rows:
         owner = row["owner_uid"]
-        if owner is None or owner in found:
-            continue
-        if owner in position:
-            if position[owner] < index:
-                continue
-            raise InvalidObject(
-                row["kind"], row["name"], "owner_uid", "its owner comes after it in the batch"
+        if owner is not None and owner not in in_batch and owner not in found:
+            raise NotFound(
+                row["kind"],
+                row["name"],
+                uid=owner,
+                detail=f'owner_uid "{owner}" names no stored object',
             )
-        raise NotFound(
-            row["kind"],
-            row["name"],
-            uid=owner,
-            detail=f'owner_uid "{owner}" names no stored object',
-        )
 
 
 def _raise_create_clash(conn: Connection, rows: Sequence[Row]) -> None:
@@ -238,16 +253,23 @@ def _raise_create_clash(conn: Connection, rows: Sequence[Row]) -> None:
 
 
 def create_rows(
-    conn: Connection, rows: Sequence[Row], labels: Sequence[Mapping[str, str]], now: int
+    conn: Connection,
+    rows: Sequence[Row],
+    labels: Sequence[Mapping[str, str]],
+    now: int,
+    first: int | None = None,
 ) -> list[Row]:
     """Insert validated new rows (uids set) with their labels and ADDED events.
 
-    The caller has checked the batch for internal duplicates. Returns the stored rows.
+    The caller has checked the batch for internal duplicates. ``first`` is the first of the
+    revisions the caller reserved for them (one reservation per transaction), else they are
+    reserved here. Returns the stored rows.
     """
     if not rows:
         return []
-    _check_owners(conn, rows)
-    first = _allocate(conn, len(rows))
+    _check_owner_order(rows)
+    if first is None:
+        first = _allocate(conn, len(rows))
     stored = [
         {
             **row,
@@ -261,6 +283,7 @@ def create_rows(
     try:
         bulk_insert(conn, objects, _INSERT_OBJECT, stored)
     except conn.dialect.loaded_dbapi.IntegrityError:
+        _raise_missing_owner(conn, stored)
         _raise_create_clash(conn, stored)
         raise
     label_rows = list(
@@ -269,7 +292,8 @@ def create_rows(
         )
     )
     bulk_insert(conn, object_labels, _INSERT_LABEL, label_rows)
-    bulk_insert(conn, events, _INSERT_EVENT, [_event(row, EventType.ADDED) for row in stored])
+    if not _events_by_database(conn):
+        bulk_insert(conn, events, _INSERT_EVENT, [_event(row, EventType.ADDED) for row in stored])
     return stored
 
 
@@ -340,6 +364,31 @@ def _changed_row(request: UpdateRequest, row: Row) -> Row | None:
     return {**row, "labels": labels, "spec": spec, "status": status, "generation": generation}
 
 
+@dataclass(slots=True)
+class _Planned:
+    """Update requests checked against the stored rows: the rows as they will be, and the
+    changes (index, stored row, new row) that need a revision each."""
+
+    result: list[Row]
+    changes: list[tuple[int, Row, Row]]
+
+
+def _plan_updates(
+    requests: Sequence[UpdateRequest], current: Mapping[tuple[str, str], Row]
+) -> _Planned:
+    changes: list[tuple[int, Row, Row]] = []
+    result: list[Row] = []
+    for index, request in enumerate(requests):
+        row = _check_request(request, current.get((request.kind, request.name)))
+        if request.spec is not None:
+            _check_immutable(request, row)
+        changed = _changed_row(request, row)
+        result.append(row)
+        if changed is not None:
+            changes.append((index, row, changed))
+    return _Planned(result, changes)
+
+
 def update_rows(
     conn: Connection,
     requests: Sequence[UpdateRequest],
@@ -351,20 +400,23 @@ def update_rows(
     ``new_labels[i]`` is the decoded labels of request ``i`` for spec writes (None for status
     writes). Requests that change nothing take no revision and return the stored row.
     """
-    current = _current_rows(conn, requests)
-    changes: list[tuple[int, Row, Row]] = []
-    result: list[Row] = []
-    for index, request in enumerate(requests):
-        row = _check_request(request, current.get((request.kind, request.name)))
-        if request.spec is not None:
-            _check_immutable(request, row)
-        changed = _changed_row(request, row)
-        result.append(row)
-        if changed is not None:
-            changes.append((index, row, changed))
-    if not changes:
-        return result
-    first = _allocate(conn, len(changes))
+    planned = _plan_updates(requests, _current_rows(conn, requests))
+    if planned.changes:
+        first = _allocate(conn, len(planned.changes))
+        _apply_updates(conn, planned, new_labels, now, first)
+    return planned.result
+
+
+def _apply_updates(
+    conn: Connection,
+    planned: _Planned,
+    new_labels: Sequence[Mapping[str, str] | None],
+    now: int,
+    first: int,
+) -> None:
+    """Write the planned changes, taking revisions from ``first`` on."""
+    changes = planned.changes
+    result = planned.result
     params: list[Row] = []
     written: list[Row] = []
     for offset, (index, old, changed) in enumerate(changes):
@@ -385,8 +437,9 @@ def update_rows(
         _DELETE_LABELS.run(conn, [{"b_uid": row["uid"]} for row, _ in relabel])
         label_rows = [lr for row, labels in relabel for lr in _label_rows(row, labels)]
         bulk_insert(conn, object_labels, _INSERT_LABEL, label_rows)
-    bulk_insert(conn, events, _INSERT_EVENT, [_event(row, EventType.MODIFIED) for row in written])
-    return result
+    if not _events_by_database(conn):
+        modified = [_event(row, EventType.MODIFIED) for row in written]
+        bulk_insert(conn, events, _INSERT_EVENT, modified)
 
 
 def apply_row(conn: Connection, row: Row, labels: Mapping[str, str], now: int) -> Row:
@@ -472,13 +525,22 @@ def commit_batch(
 ) -> tuple[list[Row], list[Row], list[Row], list[Row]]:
     """Run every write of ``batch`` in this transaction: creates, updates, status updates,
     deletes. Returns the stored rows of each group (deleted rows as DELETED events)."""
-    created = create_rows(conn, batch.creates, batch.create_labels, now)
-    updated = update_rows(conn, batch.updates, batch.update_labels, now) if batch.updates else []
-    status_updated = (
-        update_rows(conn, batch.status_updates, [None] * len(batch.status_updates), now)
-        if batch.status_updates
-        else []
-    )
+    requests = [*batch.updates, *batch.status_updates]
+    current = _current_rows(conn, requests) if requests else {}
+    spec_plan = _plan_updates(batch.updates, current)
+    status_plan = _plan_updates(batch.status_updates, current)
+    # One reservation of revisions for the whole batch: each statement costs the writer a
+    # hand-back of the GIL (see _bulk).
+    count = len(batch.creates) + len(spec_plan.changes) + len(status_plan.changes)
+    first = _allocate(conn, count) if count else 0
+    created = create_rows(conn, batch.creates, batch.create_labels, now, first)
+    first += len(batch.creates)
+    if spec_plan.changes:
+        _apply_updates(conn, spec_plan, batch.update_labels, now, first)
+        first += len(spec_plan.changes)
+    if status_plan.changes:
+        _apply_updates(conn, status_plan, [None] * len(batch.status_updates), now, first)
+    updated, status_updated = spec_plan.result, status_plan.result
     deleted: list[Row] = []
     for kind, name in batch.deletes:
         try:

@@ -3,9 +3,11 @@
 Why hand-written: the store needs one thread that owns the write connection (SQLite allows
 one writer; holding it in one thread makes revisions commit in order), and it needs *group
 commit*: writes queued while a transaction runs are executed together in the next
-transaction, each inside its own savepoint, so they share one ``BEGIN``/``COMMIT`` (and one
-fsync with ``synchronous=FULL``) and one wake-up of the event loop. A failed write rolls
-back to its savepoint and fails alone; the others commit. No executor offers this.
+transaction, so they share one ``BEGIN``/``COMMIT`` (and one fsync with ``synchronous=FULL``)
+and one wake-up of the event loop. A group first runs optimistically, without a savepoint
+per write (each statement costs the writer a hand-back of the GIL from the busy event loop,
+see ``_bulk``); if any write fails, the group is rolled back and run again with a savepoint
+per write, so a failed write fails alone and the others commit. No executor offers this.
 """
 
 from __future__ import annotations
@@ -113,6 +115,18 @@ class WriterThread:
         self._post(_settle, [(self._stopped, None, None)])
 
     def _run_group(self, conn: Connection, group: list[_Request]) -> None:
+        if len(group) > 1:
+            try:
+                with conn.begin():
+                    values = [request.fn(conn) for request in group]
+            except Exception:
+                pass  # some write failed: run them again, each in its own savepoint
+            else:
+                self._post(
+                    self._committed,
+                    [(r.future, v, None) for r, v in zip(group, values, strict=True)],
+                )
+                return
         outcomes: list[_Outcome] = []
         try:
             with conn.begin():
