@@ -13,7 +13,7 @@ undone with the write's transaction or savepoint.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from cronloop.store.model import EventType
 
 __all__ = [
     "BatchRows",
+    "BatchWrite",
     "UpdateRequest",
     "WriteMode",
     "apply_row",
@@ -548,6 +549,62 @@ def commit_batch(
         except NotFound:  # already gone: nothing was written for it
             continue
     return created, updated, status_updated, deleted
+
+
+@dataclass(frozen=True, slots=True)
+class BatchWrite:
+    """A :class:`BatchRows` as a write for the writer thread: it runs on its own, or together
+    with other batches queued with it as one batch (one set of statements for all of them,
+    see ``_writer``). ``now`` gives the commit time (microseconds)."""
+
+    rows: BatchRows
+    now: Callable[[], int]
+
+    def __call__(self, conn: Connection) -> tuple[list[Row], list[Row], list[Row], list[Row]]:
+        return commit_batch(conn, self.rows, self.now())
+
+    def touches(self) -> frozenset[tuple[str, str]] | None:
+        """The objects it writes, or None if it cannot run together with others (deletes
+        return rows that are not told apart afterwards)."""
+        rows = self.rows
+        if rows.deletes:
+            return None
+        return frozenset(
+            [(r["kind"], r["name"]) for r in rows.creates]
+            + [(r.kind, r.name) for r in (*rows.updates, *rows.status_updates)]
+        )
+
+    def together(
+        self, conn: Connection, others: Sequence[BatchWrite]
+    ) -> list[tuple[list[Row], list[Row], list[Row], list[Row]]]:
+        """Run this write and ``others`` as one batch (they touch disjoint objects and have no
+        deletes); return each one's result, as if each had run on its own."""
+        writes = [self, *others]
+        merged = BatchRows(
+            creates=[r for w in writes for r in w.rows.creates],
+            create_labels=[lab for w in writes for lab in w.rows.create_labels],
+            updates=[r for w in writes for r in w.rows.updates],
+            update_labels=[lab for w in writes for lab in w.rows.update_labels],
+            status_updates=[r for w in writes for r in w.rows.status_updates],
+            deletes=(),
+        )
+        created, updated, status_updated, _ = commit_batch(conn, merged, self.now())
+        results: list[tuple[list[Row], list[Row], list[Row], list[Row]]] = []
+        c = u = st = 0
+        for w in writes:
+            rows = w.rows
+            results.append(
+                (
+                    created[c : c + len(rows.creates)],
+                    updated[u : u + len(rows.updates)],
+                    status_updated[st : st + len(rows.status_updates)],
+                    [],
+                )
+            )
+            c += len(rows.creates)
+            u += len(rows.updates)
+            st += len(rows.status_updates)
+        return results
 
 
 # ---- reads ----------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ and one wake-up of the event loop. A group first runs optimistically, without a 
 per write (each statement costs the writer a hand-back of the GIL from the busy event loop,
 see ``_bulk``); if any write fails, the group is rolled back and run again with a savepoint
 per write, so a failed write fails alone and the others commit. No executor offers this.
+
+In the optimistic run, consecutive *combinable* writes (``store._ops.BatchWrite``: batches
+of creates and updates) touching disjoint objects run as one batch: a group of 8 batches then
+costs the statements of one, not 8 times theirs.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
+
+from cronloop.store._ops import BatchWrite
 
 __all__ = ["WriterThread"]
 
@@ -118,7 +124,7 @@ class WriterThread:
         if len(group) > 1:
             try:
                 with conn.begin():
-                    values = [request.fn(conn) for request in group]
+                    values = self._run_combined(conn, group)
             except Exception:
                 pass  # some write failed: run them again, each in its own savepoint
             else:
@@ -139,6 +145,33 @@ class WriterThread:
             self._post(_settle, [(request.future, None, error) for request in group])
             return
         self._post(self._committed, outcomes)
+
+    @staticmethod
+    def _run_combined(conn: Connection, group: list[_Request]) -> list[Any]:
+        """Run every write of ``group``, consecutive combinable ones together."""
+        values: list[Any] = []
+        index = 0
+        while index < len(group):
+            fn = group[index].fn
+            touched = fn.touches() if isinstance(fn, BatchWrite) else None
+            if touched is None:
+                values.append(fn(conn))
+                index += 1
+                continue
+            assert isinstance(fn, BatchWrite)
+            others: list[BatchWrite] = []
+            seen = set(touched)
+            index += 1
+            while index < len(group):
+                other = group[index].fn
+                more = other.touches() if isinstance(other, BatchWrite) else None
+                if more is None or not seen.isdisjoint(more):
+                    break
+                seen |= more
+                others.append(other)  # type: ignore[arg-type]
+                index += 1
+            values.extend(fn.together(conn, others) if others else [fn(conn)])
+        return values
 
     @staticmethod
     def _run_savepoints(conn: Connection, group: list[_Request], outcomes: list[_Outcome]) -> None:

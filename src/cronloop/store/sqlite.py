@@ -362,8 +362,17 @@ class SQLiteStore(Store):
         obj: StoredObject,
         mode: _ops.WriteMode,
     ) -> StoredObject:
-        rows = await self._write(lambda conn: _ops.update_rows(conn, requests, labels, self._now()))
-        return self._updated(requests, rows, [obj], mode)[0]
+        spec = mode == "spec"
+        rows = _ops.BatchRows(
+            creates=(),
+            create_labels=(),
+            updates=requests if spec else (),
+            update_labels=labels if spec else (),
+            status_updates=() if spec else requests,
+            deletes=(),
+        )
+        _, updated, status_updated, _ = await self._write(_ops.BatchWrite(rows, self._now))
+        return self._updated(requests, updated if spec else status_updated, [obj], mode)[0]
 
     def _updated(
         self,
@@ -428,7 +437,7 @@ class SQLiteStore(Store):
         if not (rows or updates or status_updates or deletes):
             return BatchResult()
         created_rows, updated_rows, status_rows, deleted_rows = await self._write(
-            lambda conn: _ops.commit_batch(conn, request, self._now())
+            _ops.BatchWrite(request, self._now)
         )
         created = [
             row_to_object_as_written(row, obj, encoded=_ENCODED["create"])
