@@ -14,8 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
-from cronloop.api import Job, JobStatus, Phase, PhaseCounts, StepName, SubJobStatus
+from cronloop.api import (
+    CronJobStatus,
+    Job,
+    JobStatus,
+    Phase,
+    PhaseCounts,
+    StepName,
+    SubJobStatus,
+)
 from cronloop.controllers import (
     AttemptRecord,
     counts_record,
@@ -42,9 +51,15 @@ spec:
 """
 
 
+_STATUSES: dict[str, type[BaseModel]] = {
+    "SubJob": SubJobStatus,
+    "Job": JobStatus,
+    "CronJob": CronJobStatus,
+}
+
+
 def _round_trips(kind: str, status: dict[str, Any]) -> None:
-    model = SubJobStatus if kind == "SubJob" else JobStatus
-    assert dump_model(model.model_validate(status)) == status
+    assert dump_model(_STATUSES[kind].model_validate(status)) == status
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -80,6 +95,59 @@ async def test_every_stored_status_is_the_models_own_dump(tmp_path: Path, seed: 
                 if event.revision >= await stack.store.current_revision():
                     break
     assert seen > 8
+
+
+CRONJOBS = """
+apiVersion: cronloop.dev/v1
+kind: CronJob
+metadata: {name: often}
+spec:
+  schedule: "*/20 * * * * *"
+  successfulJobsHistoryLimit: 2
+  jobTemplate:
+    main: {runtime: inline, callable: "cronloop.demos.jobs:heartbeat"}
+---
+apiVersion: cronloop.dev/v1
+kind: CronJob
+metadata: {name: forbidden}
+spec:
+  schedule: "* * * * *"
+  concurrencyPolicy: Forbid
+  guarantee: AtMostOnce
+  jobTemplate:
+    main: {runtime: inline, callable: "cronloop.demos.jobs:slow", kwargs: {seconds: 90}}
+---
+apiVersion: cronloop.dev/v1
+kind: CronJob
+metadata: {name: once}
+spec:
+  schedule: "@at 2026-01-05T12:00:30Z"
+  jobTemplate:
+    main: {runtime: inline, callable: "cronloop.demos.jobs:heartbeat"}
+"""
+
+
+@pytest.mark.looptime(start=0)
+async def test_every_stored_cronjob_status_is_the_models_own_dump(tmp_path: Path) -> None:
+    async with running_stack(tmp_path) as stack:
+        start = await stack.store.current_revision()
+        await stack.apply(CRONJOBS)
+        await asyncio.sleep(5 * 60)  # runs, skips (Forbid), prunes, the one-shot firing
+        statuses = 0
+        async with asyncio.timeout(30):
+            async for event in stack.store.watch(kinds=("CronJob",), from_revision=start):
+                if event.object.status:
+                    _round_trips("CronJob", event.object.status)
+                    statuses += 1
+                if event.revision >= await stack.store.current_revision():
+                    break
+        once = (await stack.cronjob("once")).status
+        often = (await stack.cronjob("often")).status
+        forbidden = (await stack.cronjob("forbidden")).status
+    assert statuses > 20
+    assert once.started_runs == 1
+    assert often.started_runs == 15
+    assert forbidden.skipped_runs >= 2
 
 
 def test_with_fields_leaves_out_what_is_set_to_none() -> None:

@@ -89,6 +89,7 @@ from cronloop.controllers.objects import (
 )
 from cronloop.controllers.runstatus import (
     AttemptRecord,
+    CronJobStatusRecord,
     JobStatusRecord,
     SubJobStatusRecord,
     counts_record,
@@ -123,6 +124,7 @@ __all__ = [
     "CachedStore",
     "Clock",
     "CronJobController",
+    "CronJobStatusRecord",
     "Delay",
     "DurationHistory",
     "FanOutPlan",

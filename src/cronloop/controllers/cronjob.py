@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from cronloop.api import (
     CatchUp,
@@ -64,6 +64,7 @@ from cronloop.controllers.objects import (
     run_unique_key,
     typed,
 )
+from cronloop.controllers.runstatus import CronJobStatusRecord, parse_time, with_fields
 from cronloop.store import (
     AlreadyExists,
     Batch,
@@ -101,6 +102,7 @@ _COMPILED_LIMIT = 16_384
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FAILED_PHASES = frozenset({Phase.FAILED, Phase.TIMED_OUT, Phase.LOST, Phase.CANCELLED})
 _ANNOTATIONS_KEY = "__annotations__"
+_CRONJOB_STATUS = dump_model(CronJobStatus())
 
 
 _PHASES = {phase.value: phase for phase in Phase}
@@ -158,7 +160,7 @@ class _Pass:
 
     obj: StoredObject
     compiled: _Compiled
-    status: CronJobStatus
+    status: CronJobStatusRecord
     plan: MissedRunPlan
     runs: list[StoredObject]
     creates: list[StoredObject] = field(default_factory=list)
@@ -168,7 +170,7 @@ class _Pass:
     #: Runs the Job controller must look at once committed (not started here, or cancelled).
     hand_over: list[str] = field(default_factory=list)
     prunes: list[tuple[str, str]] = field(default_factory=list)
-    new_status: CronJobStatus | None = None
+    new_status: CronJobStatusRecord | None = None
     cursor: datetime | None = None
     waiting_for: float | None = None
     started: int = 0
@@ -182,7 +184,8 @@ class _Pass:
     def batch(self) -> Batch:
         status = []
         if self.new_status is not None:
-            status.append(dataclasses.replace(self.obj, status=dump_model(self.new_status)))
+            new = cast(dict[str, Any], self.new_status)
+            status.append(dataclasses.replace(self.obj, status=new))
         return Batch(
             creates=self.creates,
             updates=self.cancels,
@@ -265,7 +268,7 @@ class CronJobController:
             return None
         self.observed.pop(name, None)  # until this pass has committed
         compiled = self._compile(obj)
-        status = CronJobStatus.model_validate(obj.status)
+        status = cast(CronJobStatusRecord, obj.status)
         runs = await self._store.owned("Job", obj.uid)
         cron_pass = _Pass(
             obj=obj,
@@ -337,7 +340,7 @@ class CronJobController:
         return compiled
 
     def _plan(
-        self, obj: StoredObject, compiled: _Compiled, status: CronJobStatus, now: datetime
+        self, obj: StoredObject, compiled: _Compiled, status: CronJobStatusRecord, now: datetime
     ) -> MissedRunPlan:
         """:func:`plan_for_cronjob`, answered from memory in the two common cases.
 
@@ -352,10 +355,10 @@ class CronJobController:
         Anything else (the first pass, a changed spec, a late or missed time) goes to the
         planner. A property test checks both shortcuts against it.
         """
-        cursor = _cursor(compiled.created, status.last_schedule_time)
+        cursor = _cursor(compiled.created, parse_time(status.get("lastScheduleTime")))
         memo = self._next_times.get(obj.name)
         if memo is None or memo[:3] != (obj.uid, obj.generation, cursor):
-            return plan_for_cronjob(compiled.cronjob, now, status=status)
+            return self._planner(compiled, status, now)
         due = memo[3]
         if due is None or now < due:  # None: a one-shot schedule that has fired
             return MissedRunPlan((), (), due_count=0, next_wake=due)
@@ -373,8 +376,14 @@ class CronJobController:
             spec.catch_up is not CatchUp.NONE or late <= threshold
         )
         if spec.suspend or not on_time or (following is not None and following <= now):
-            return plan_for_cronjob(compiled.cronjob, now, status=status)
+            return self._planner(compiled, status, now)
         return MissedRunPlan((due,), (), due_count=1, last_considered=due, next_wake=following)
+
+    @staticmethod
+    def _planner(compiled: _Compiled, status: CronJobStatusRecord, now: datetime) -> MissedRunPlan:
+        """:func:`plan_for_cronjob` on the stored status."""
+        model = CronJobStatus.model_validate(status)
+        return plan_for_cronjob(compiled.cronjob, now, status=model)
 
     def _decide(self, cron_pass: _Pass, now: datetime) -> None:
         spec = cron_pass.compiled.cronjob.spec
@@ -534,37 +543,35 @@ class CronJobController:
             cron_pass.fan_outs.pop(uid, None)
         cron_pass.creates = keep
 
-    def _new_status(self, cron_pass: _Pass) -> CronJobStatus | None:
+    def _new_status(self, cron_pass: _Pass) -> CronJobStatusRecord | None:
         """The CronJob's status after this pass, or None when it does not change."""
         new_runs = [r for r in cron_pass.creates if r.kind == "Job"]
         pruned = {name for _, name in cron_pass.prunes}
         runs = [r for r in cron_pass.runs if r.name not in pruned] + new_runs
-        # Names and uids the store holds are valid already: no validation again.
-        active = tuple(
-            ObjectRef.model_construct(name=r.name, uid=r.uid)
-            for r in runs
-            if not job_phase(r).terminal
-        )
+        active = [{"name": r.name, "uid": r.uid} for r in runs if not job_phase(r).terminal]
         succeeded = [_scheduled_time(r) for r in runs if job_phase(r) is Phase.SUCCEEDED]
         last_success = max((t for t in succeeded if t is not None), default=None)
-        status = cron_pass.status
-        cursor = cron_pass.cursor or status.last_schedule_time
-        if status.last_schedule_time is not None and cursor is not None:
-            cursor = max(cursor, status.last_schedule_time)
+        # The stored status with the model's defaults, so that a status written elsewhere
+        # without them (an applied CronJob has none) compares equal when nothing changed.
+        status = cast(CronJobStatusRecord, {**_CRONJOB_STATUS, **cron_pass.status})
+        last = parse_time(status.get("lastScheduleTime"))
+        cursor = cron_pass.cursor or last
+        if last is not None and cursor is not None:
+            cursor = max(cursor, last)
         cron_pass.cursor = cursor
-        if status.last_successful_time is not None and last_success is not None:
-            last_success = max(last_success, status.last_successful_time)
-        update = {
-            "last_schedule_time": cursor,
-            "last_successful_time": last_success or status.last_successful_time,
-            "active": active,
-            "started_runs": status.started_runs + cron_pass.started,
-            "skipped_runs": status.skipped_runs + cron_pass.skipped,
-            "missed_runs": status.missed_runs + cron_pass.missed,
-        }
-        if all(getattr(status, key) == value for key, value in update.items()):
-            return None
-        return status.model_copy(update=update)
+        previous_success = parse_time(status.get("lastSuccessfulTime"))
+        if previous_success is not None:
+            last_success = max(last_success or previous_success, previous_success)
+        new = with_fields(
+            status,
+            lastScheduleTime=None if cursor is None else json_time(cursor),
+            lastSuccessfulTime=None if last_success is None else json_time(last_success),
+            active=active,
+            startedRuns=status.get("startedRuns", 0) + cron_pass.started,
+            skippedRuns=status.get("skippedRuns", 0) + cron_pass.skipped,
+            missedRuns=status.get("missedRuns", 0) + cron_pass.missed,
+        )
+        return None if new == status else new
 
     def _prune(self, cron_pass: _Pass) -> None:
         """Finished runs beyond the history limits, oldest first, are deleted in the pass's

@@ -1,7 +1,8 @@
-"""The statuses of runs in flight, as the JSON the store holds, and their transitions.
+"""The statuses the controllers write, as the JSON the store holds, and their transitions.
 
 The Job controller changes a sub-job's status once or twice per report and a job's status
-once per pass, thousands of times a second in a burst. Doing that through the typed models
+once per pass, and the CronJob controller a CronJob's twice per run, thousands of times a
+second in a burst. Doing that through the typed models
 (validate, copy, copy again, dump) cost more than the rest of a run, so the controller works
 on the stored form itself: the dicts below, typed with :class:`~typing.TypedDict`, changed
 only by the functions of this module, which always build new dicts (a stored dict is shared
@@ -25,6 +26,7 @@ from cronloop.controllers.objects import dump_model
 
 __all__ = [
     "AttemptRecord",
+    "CronJobStatusRecord",
     "JobStatusRecord",
     "SubJobStatusRecord",
     "counts_record",
@@ -77,6 +79,17 @@ class JobStatusRecord(TypedDict, total=False):
     warnings: list[str]
 
 
+class CronJobStatusRecord(TypedDict, total=False):
+    """The stored form of :class:`~cronloop.api.CronJobStatus`."""
+
+    lastScheduleTime: str
+    lastSuccessfulTime: str
+    active: list[dict[str, Any]]
+    startedRuns: int
+    skippedRuns: int
+    missedRuns: int
+
+
 _PHASES = {phase.value: phase for phase in Phase}
 _STEPS = {step.value: step for step in StepName}
 
@@ -100,7 +113,9 @@ def parse_time(value: object) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
-_Record = TypeVar("_Record", AttemptRecord, SubJobStatusRecord, JobStatusRecord)
+_Record = TypeVar(
+    "_Record", AttemptRecord, SubJobStatusRecord, JobStatusRecord, CronJobStatusRecord
+)
 
 
 def with_fields(record: _Record, **fields: Any) -> _Record:
