@@ -4,15 +4,19 @@ environment, logs, report ordering and shutdown."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import random
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 from cronloop.api.phase import Phase
-from cronloop.runtimes import proctree
+from cronloop.runtimes import _fdwatch, logfile, proctree
 from cronloop.runtimes.base import AttemptExistsError, RuntimeClosedError, UnknownAttemptError
 from cronloop.runtimes.logfile import truncation_marker
 from cronloop.runtimes.process import ProcessRuntime, default_base_env
@@ -551,3 +555,154 @@ async def test_exit_status_reaped_by_someone_else_is_reported_lost(
         Reason.EXIT_STATUS_LOST,
         None,
     )
+
+
+async def test_a_silent_attempt_leaves_no_log_file_and_reads_as_empty(
+    process_runtime: ProcessRuntime, tmp_path: Path, recorder: Recorder
+) -> None:
+    final = await run(process_runtime, tmp_path, recorder, ProcessSettings(["/bin/true"]))
+    assert final.phase is Phase.SUCCEEDED
+    assert not (tmp_path / "a1.log").exists()  # created at the first byte, and none came
+    assert [c async for c in process_runtime.logs("a1")] == []
+    async with asyncio.timeout(15):
+        assert [c async for c in process_runtime.logs("a1", follow=True)] == []
+
+
+async def test_the_log_file_appears_with_the_first_byte(
+    process_runtime: ProcessRuntime, tmp_path: Path, recorder: Recorder
+) -> None:
+    # The child waits on a fifo until the test has seen that no file exists yet.
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    script = f"read line < '{fifo}'; echo hello"
+    await process_runtime.start(make_spec(tmp_path, ProcessSettings(script, shell=True)), recorder)
+    assert not (tmp_path / "a1.log").exists()
+    await asyncio.to_thread(fifo.write_text, "go\n")
+    assert await read_until(process_runtime, "a1", b"hello\n") == b"hello\n"
+    assert (await finish(process_runtime, "a1")).phase is Phase.SUCCEEDED
+    assert (tmp_path / "a1.log").read_bytes() == b"hello\n"
+    assert (tmp_path / "a1.log").stat().st_mode & 0o777 == 0o600
+
+
+async def test_an_older_file_at_the_log_path_never_shows_as_this_attempts_log(
+    process_runtime: ProcessRuntime, tmp_path: Path, recorder: Recorder
+) -> None:
+    (tmp_path / "a1.log").write_text("output of an earlier job with the same name\n")
+    await run(process_runtime, tmp_path, recorder, ProcessSettings(["/bin/true"]))
+    assert (tmp_path / "a1.log").read_bytes() == b""
+
+
+async def test_a_missing_log_directory_is_created(
+    process_runtime: ProcessRuntime, tmp_path: Path, recorder: Recorder
+) -> None:
+    log_path = tmp_path / "job" / "target" / "a1.log"
+    spec = make_spec(tmp_path, ProcessSettings(["/bin/true"]), log_path=log_path)
+    await process_runtime.start(spec, recorder)
+    assert (await finish(process_runtime, "a1")).phase is Phase.SUCCEEDED
+    assert log_path.parent.is_dir()
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory this process cannot create files in: read-only by mode, or immutable
+    (``chattr +i``) when running as root, whom modes do not stop."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() != 0:
+        locked.chmod(0o500)
+        yield locked
+        locked.chmod(0o700)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(locked)], check=False).returncode:
+        pytest.skip("root, and no immutable directories here")
+    try:
+        yield locked
+    finally:
+        subprocess.run([chattr, "-i", str(locked)], check=True)
+
+
+async def test_an_unwritable_log_directory_stops_the_attempt_before_it_runs(
+    process_runtime: ProcessRuntime, tmp_path: Path, recorder: Recorder, unwritable_dir: Path
+) -> None:
+    marker = tmp_path / "ran"
+    spec = make_spec(
+        tmp_path, ProcessSettings(["touch", str(marker)]), log_path=unwritable_dir / "a1.log"
+    )
+    handle = await process_runtime.start(spec, recorder)
+    assert handle.pid is None
+    assert recorder.phases("a1") == [Phase.FAILED]
+    final = recorder.check("a1")
+    assert final.reason == Reason.LOG_UNAVAILABLE
+    assert "cannot create log file" in final.message
+    assert not marker.exists()
+    assert not (unwritable_dir / "a1.log").exists()
+
+
+async def test_a_log_that_cannot_be_created_at_the_first_byte_is_reported(
+    process_runtime: ProcessRuntime,
+    tmp_path: Path,
+    recorder: Recorder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The check before the spawn passes; the disk fills up before the first byte arrives.
+    def no_space(path: Path) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(logfile, "_open", no_space)
+    final = await run(process_runtime, tmp_path, recorder, ProcessSettings(["printf", "12345"]))
+    assert (final.phase, final.reason) == (Phase.SUCCEEDED, Reason.COMPLETED)
+    assert final.log_dropped_bytes == 5
+    assert "output dropped: cannot create log file" in final.message
+    assert "No space left on device" in final.message
+    assert not (tmp_path / "a1.log").exists()
+
+
+async def test_exit_watching_when_the_kernel_refuses_pidfds(
+    process_runtime: ProcessRuntime,
+    tmp_path: Path,
+    recorder: Recorder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An old kernel (ENOSYS) or a seccomp filter: a thread waits instead, same outcomes.
+    def refused(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(os, "pidfd_open", refused)
+    final = await run(process_runtime, tmp_path, recorder, ProcessSettings("exit 3", shell=True))
+    assert final.exit_code == 3
+    await process_runtime.start(
+        make_spec(tmp_path, ProcessSettings(["sleep", "300"]), attempt_id="a2"), recorder
+    )
+    await process_runtime.cancel("a2", grace=5)
+    assert (await finish(process_runtime, "a2")).signal_name == "SIGTERM"
+
+
+async def test_without_epoll_the_loop_watches_pipes_and_pidfds(
+    tmp_path: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_fdwatch, "_HAS_EPOLL", False)
+    runtime = ProcessRuntime(shutdown_grace=1.0)
+    try:
+        script = "echo out; echo err >&2; exit 5"
+        final = await run(runtime, tmp_path, recorder, ProcessSettings(script, shell=True))
+        await runtime.start(
+            make_spec(tmp_path, ProcessSettings(["sleep", "300"]), attempt_id="a2"), recorder
+        )
+        await runtime.cancel("a2", grace=5)
+        cancelled = await finish(runtime, "a2")
+    finally:
+        await runtime.aclose()
+    assert final.exit_code == 5
+    assert (tmp_path / "a1.log").read_text() == "out\nerr\n"
+    assert (cancelled.phase, cancelled.signal_name) == (Phase.CANCELLED, "SIGTERM")
+
+
+async def test_aclose_releases_the_epoll_set(tmp_path: Path, recorder: Recorder) -> None:
+    runtime = ProcessRuntime()
+    await run(runtime, tmp_path, recorder, ProcessSettings(["/bin/true"]))
+    watcher = runtime._watcher
+    assert isinstance(watcher, _fdwatch.EpollWatcher)
+    await runtime.aclose()
+    assert watcher.closed
+    assert runtime._watcher is None

@@ -15,6 +15,8 @@ the first byte: most scheduled jobs print nothing, and creating a file (and its 
 per attempt was the largest cost of starting a silent one. Readers treat a missing file as an
 empty log. If the file cannot be created then, the output is counted as dropped (reported as
 ``logDroppedBytes``) and the error is kept in :attr:`AttemptLog.error`.
+:meth:`AttemptLog.prepare` (what the process runtime uses) is a lazy log that first checks
+that its file can be created, so that an unwritable log still stops an attempt before it runs.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ LOG_NOTE_PREFIX = b"[cronloop] "
 
 _READ_CHUNK = 64 * 1024
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_EFFECTIVE_IDS = os.access in os.supports_effective_ids
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +98,32 @@ class AttemptLog:
         :raises OSError: if the file cannot be created (not raised when ``lazy``).
         """
         return cls(path, limit, None if lazy else _open(path))
+
+    @classmethod
+    def prepare(cls, path: Path, limit: int) -> AttemptLog:
+        """A lazy log, once it is known that its file can be created at the first byte.
+
+        The check costs two ``access`` system calls, one on the directory and one on the
+        file. Creating an empty file on a journaling file system costs the caller tens to
+        hundreds of microseconds of CPU, and much more when the disk is busy. The file is
+        created now, as :meth:`create` does, if its directory is missing (it is made, with
+        its parents) or not writable, or if the file exists already. It is truncated now,
+        so that an earlier file's content is never shown as this log's.
+
+        What the check cannot see (a full inode table, a quota, a security module, or a
+        directory made read-only after the check) fails later, at the first byte. Then the
+        output is dropped and counted, and the error is kept in :attr:`error`.
+
+        :raises OSError: if the file cannot be created (its directory is not writable...).
+        """
+        name = os.fspath(path)
+        # The trailing slash makes access() fail unless the parent is a directory.
+        directory = name.rpartition("/")[0] + "/" if "/" in name else "./"
+        if os.access(directory, os.W_OK | os.X_OK, effective_ids=_EFFECTIVE_IDS) and not (
+            os.access(name, os.F_OK)
+        ):
+            return cls(path, limit, None)
+        return cls(path, limit, _open(path))
 
     @property
     def written(self) -> int:

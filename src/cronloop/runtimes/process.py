@@ -6,26 +6,32 @@ Behaviour (details and reasons in docs/runtimes.md):
   ``/dev/null``. The environment is a minimal base (an allow-list copied from the runtime's
   own environment, see :func:`default_base_env`) plus the step's ``env`` plus ``CRONLOOP_*``
   variables naming the attempt. Environment values are never logged.
-- The child starts a new session (``new_session=False``: only a new process group, which
-  is cheaper where the kernel gives every session its own scheduler autogroup), so its
-  process group holds the whole tree it spawns. A
-  timeout or cancel sends SIGTERM to the group, waits the grace period, then SIGKILLs the
-  group. When the main process exits on its own, whatever it left behind in its group is
-  SIGKILLed at once (what a container runtime does when PID 1 exits). The group is signalled
-  before the main process is reaped, so its id cannot have been reused.
+- The child starts a new session (``new_session=False``: only a new process group), so its
+  process group holds the whole tree it spawns. A timeout or cancel sends SIGTERM to the
+  group, waits the grace period, then SIGKILLs the group. When the main process exits on
+  its own, whatever it left behind in its group is SIGKILLed at once (what a container
+  runtime does when PID 1 exits). The group is signalled before the main process is reaped,
+  so its id cannot have been reused.
 - stdout and stderr share one pipe, so the log keeps the order in which the child wrote; the
-  log keeps the first ``log_limit`` bytes and the pipe is drained to the end regardless.
+  log keeps the first ``log_limit`` bytes and the pipe is drained to the end regardless. The
+  log file is created at the first byte (most jobs print nothing), after a check before the
+  spawn that it can be (:meth:`AttemptLog.prepare`), so an unwritable log still stops the
+  attempt before it runs.
 - Crash recovery kills orphans that a crashed controller left running (see :meth:`recover`).
 
 Hand-written rather than :func:`asyncio.create_subprocess_exec` because asyncio reaps the
-child as soon as it exits (freeing its group id while the group may still need a SIGKILL) and
-``Process.wait()`` also waits for every holder of the output pipe to close it.
+child as soon as it exits (freeing its group id while the group may still need a SIGKILL),
+and ``Process.wait()`` also waits for every holder of the output pipe to close it. Its
+transports also cost the parent several times the CPU of what is used here instead:
+``os.posix_spawn``, plus one epoll set (:mod:`cronloop.runtimes._fdwatch`) that holds every
+attempt's pipe and pidfd.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import shutil
 import signal
@@ -33,6 +39,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 
 from cronloop.api.phase import Phase
+from cronloop.runtimes._fdwatch import FdWatcher, fd_watcher
 from cronloop.runtimes._tracking import (
     Attempt,
     TrackedRuntime,
@@ -44,9 +51,10 @@ from cronloop.runtimes.base import ReportCallback
 from cronloop.runtimes.logfile import AttemptLog
 from cronloop.runtimes.proctree import (
     ATTEMPT_ID_ENV,
+    boot_ticks,
     find_attempt_processes,
-    process_start_time,
     signal_group,
+    spawned_start_time,
     stop_processes,
     watch_exit,
 )
@@ -83,16 +91,18 @@ class _ProcessAttempt(Attempt):
 
     def __init__(self, spec: AttemptSpec, callback: ReportCallback) -> None:
         super().__init__(spec, callback)
-        loop = asyncio.get_running_loop()
         self.child: _Child | None = None
-        self.exited: asyncio.Future[None] = loop.create_future()
-        self.output_closed: asyncio.Future[None] = loop.create_future()
+        #: Resolved once the main process was reaped and the output pipe closed (at its end of
+        #: file, or ``drain_timeout`` after the exit).
+        self.process_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.reaped = False
         self.stopping: tuple[Phase, str] | None = None
         self.kill_at: float | None = None
         self.kill_handle: asyncio.TimerHandle | None = None
         self.deadline_handle: asyncio.TimerHandle | None = None
+        self.drain_handle: asyncio.TimerHandle | None = None
         self.read_fd: int | None = None
+        self.watcher: FdWatcher | None = None
         self.stop_message = ""
         self.stop_watching: Callable[[], None] = _nothing
 
@@ -110,9 +120,13 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
         :meth:`logs`.
     :param new_session: start each attempt in a new session (default), detached from any
         controlling terminal. ``False`` starts it in a new process group of the runtime's
-        session instead: tree kills work the same, and spawning is about 1 ms cheaper on
-        Linux kernels with ``sched_autogroup_enabled`` (each new session gets a scheduler
-        group), but a job that opens ``/dev/tty`` can reach the controller's terminal.
+        session instead. Tree kills work the same, but a job that opens ``/dev/tty`` can
+        reach the controller's terminal, if the controller has one. On Linux with
+        ``sched_autogroup_enabled`` each new session is also its own scheduler group,
+        weighted like a whole login session. With several attempts in flight on a busy
+        machine, the controller then gets only a small share of the CPU. Prefer ``False``
+        for a controller without a terminal (a service, a container); measurements are in
+        docs/runtimes.md.
     """
 
     _kind = "ProcessRuntime"
@@ -135,6 +149,7 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
         self._drain_timeout = drain_timeout
         self._new_session = new_session
         self._devnull_fd: int | None = None
+        self._watcher: FdWatcher | None = None
         super().__init__(shutdown_grace=shutdown_grace, retain_finished=retain_finished)
 
     # -- the contract --------------------------------------------------------------------
@@ -161,6 +176,9 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
         if self._devnull_fd is not None:
             os.close(self._devnull_fd)
             self._devnull_fd = None
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
 
     # -- one attempt ---------------------------------------------------------------------
 
@@ -174,8 +192,7 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
     async def _run(self, attempt: _ProcessAttempt) -> None:
         if await self._spawn(attempt):
             await attempt.report(Phase.RUNNING, Reason.STARTED)
-            await attempt.exited
-            await self._drain(attempt)
+            await attempt.process_done
             await self._finish(attempt)
 
     def _on_internal_error(self, attempt: _ProcessAttempt) -> None:
@@ -186,7 +203,7 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
         settings = spec.settings
         assert isinstance(settings, ProcessSettings)
         try:
-            attempt.log = AttemptLog.create(spec.log_path, spec.log_limit)
+            attempt.log = AttemptLog.prepare(spec.log_path, spec.log_limit)
         except OSError as exc:
             await attempt.report(
                 Phase.FAILED,
@@ -196,6 +213,7 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
             return False
         argv = settings.argv
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        ticks_before = boot_ticks()
         try:
             attempt.child = _spawn(
                 argv,
@@ -218,18 +236,32 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
             return False
         finally:
             os.close(write_fd)
+        ticks_after = boot_ticks()
         pid = attempt.child.pid
         attempt.started_at = utcnow()
         attempt.pid = attempt.pgid = pid
-        attempt.process_start_time = process_start_time(pid)
+        attempt.process_start_time = spawned_start_time(pid, ticks_before, ticks_after)
         attempt.read_fd = read_fd
-        loop = asyncio.get_running_loop()
         os.set_blocking(read_fd, False)
-        loop.add_reader(read_fd, self._on_output, attempt)
-        attempt.stop_watching = watch_exit(pid, lambda: self._on_exit(attempt))
+        watcher = attempt.watcher = self._fd_watcher()
+        watcher.add(read_fd, functools.partial(self._on_output, attempt))
+        attempt.stop_watching = watch_exit(
+            pid, functools.partial(self._on_exit, attempt), watcher=watcher
+        )
         if spec.timeout is not None:
-            attempt.deadline_handle = loop.call_later(spec.timeout, self._on_deadline, attempt)
+            attempt.deadline_handle = watcher.loop.call_later(
+                spec.timeout, self._on_deadline, attempt
+            )
         return True
+
+    def _fd_watcher(self) -> FdWatcher:
+        # One epoll set per runtime, on the loop it runs on (a new one if that loop changed).
+        loop = asyncio.get_running_loop()
+        if self._watcher is None or self._watcher.loop is not loop:
+            if self._watcher is not None and self._watcher.loop.is_closed():
+                self._watcher.close()
+            self._watcher = fd_watcher(loop)
+        return self._watcher
 
     def _devnull(self) -> int:
         # One read-only /dev/null for every child's stdin, opened once instead of per spawn.
@@ -265,11 +297,12 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
 
     def _close_output(self, attempt: _ProcessAttempt) -> None:
         if attempt.read_fd is not None:
-            asyncio.get_running_loop().remove_reader(attempt.read_fd)
+            assert attempt.watcher is not None
+            attempt.watcher.remove(attempt.read_fd)
             os.close(attempt.read_fd)
             attempt.read_fd = None
-        if not attempt.output_closed.done():
-            attempt.output_closed.set_result(None)
+        if attempt.reaped:
+            self._set_process_done(attempt)
 
     def _on_exit(self, attempt: _ProcessAttempt) -> None:
         # The main process is a zombie now: its pid (= the group id) cannot be reused until it
@@ -282,8 +315,29 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
         assert attempt.child is not None
         attempt.child.reap()
         attempt.reaped = True
-        if not attempt.exited.done():
-            attempt.exited.set_result(None)
+        if attempt.read_fd is None:
+            self._set_process_done(attempt)  # the end of file came first
+        else:
+            # Still open: either its end of file is on its way (it usually follows the exit
+            # within microseconds), or a process that left the group holds the pipe. Keep
+            # reading, and stop after drain_timeout.
+            attempt.drain_handle = asyncio.get_running_loop().call_later(
+                self._drain_timeout, self._drain_expired, attempt
+            )
+
+    def _drain_expired(self, attempt: _ProcessAttempt) -> None:
+        assert attempt.log is not None
+        attempt.log.note(
+            f"output still open {self._drain_timeout:g} s after the process exited "
+            f"(held by a process outside its group); stopped reading"
+        )
+        self._close_output(attempt)
+
+    def _set_process_done(self, attempt: _ProcessAttempt) -> None:
+        if attempt.drain_handle is not None:
+            attempt.drain_handle.cancel()
+        if not attempt.process_done.done():
+            attempt.process_done.set_result(None)
 
     def _on_deadline(self, attempt: _ProcessAttempt) -> None:
         self._begin_stop(
@@ -328,20 +382,6 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
         if not attempt.reaped and attempt.pgid is not None and attempt.child is not None:
             signal_group(attempt.pgid, signal.SIGKILL)
 
-    async def _drain(self, attempt: _ProcessAttempt) -> None:
-        if attempt.output_closed.done():
-            return  # the usual case: EOF came with the exit
-        try:
-            async with asyncio.timeout(self._drain_timeout):
-                await asyncio.shield(attempt.output_closed)
-        except TimeoutError:
-            assert attempt.log is not None
-            attempt.log.note(
-                f"output still open {self._drain_timeout:g} s after the process exited "
-                f"(held by a process outside its group); stopped reading"
-            )
-            self._close_output(attempt)
-
     async def _finish(self, attempt: _ProcessAttempt) -> None:
         assert attempt.child is not None
         assert attempt.log is not None
@@ -366,12 +406,19 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
         else:
             phase, reason, message = Phase.FAILED, Reason.SIGNALED, f"killed by {name}"
         attempt.log.close()
+        if attempt.log.error is not None:
+            # The check before the spawn passed, but the file could not be created later.
+            lost = (
+                f"output dropped: cannot create log file {str(attempt.log.path)!r}: "
+                f"{attempt.log.error.strerror}"
+            )
+            message = f"{message}; {lost}" if message else lost
         await attempt.report(
             phase, reason, message, exit_code=exit_code, signal=signum, signal_name=name
         )
 
     def _cleanup(self, attempt: _ProcessAttempt) -> None:
-        for handle in (attempt.deadline_handle, attempt.kill_handle):
+        for handle in (attempt.deadline_handle, attempt.kill_handle, attempt.drain_handle):
             if handle is not None:
                 handle.cancel()
         attempt.stop_watching()
