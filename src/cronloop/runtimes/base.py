@@ -79,8 +79,10 @@ class Runtime(abc.ABC):
     async def start(self, spec: AttemptSpec, report: ReportCallback) -> AttemptHandle:
         """Start an attempt and return once it is started (or has failed to start).
 
-        Creates the attempt's log file, starts the work, and delivers the first report before
-        returning (see the class docstring). Cancelling the caller of :meth:`start` after the
+        Makes sure the attempt's log can be written (the file itself may be created at the
+        first byte of output; a log that cannot be written fails the attempt before its work
+        starts), starts the work, and delivers the first report before returning (see the
+        class docstring). Cancelling the caller of :meth:`start` after the
         work was started does not orphan it: the attempt runs on and is reported as usual.
 
         :raises AttemptExistsError: if ``spec.attempt_id`` was already started here.
