@@ -254,7 +254,8 @@ class JitterRateLimiter(Generic[K]):
     def when(self, item: K) -> float:
         """The wrapped limiter's delay, stretched by up to ``factor`` of itself."""
         delay = self._limiter.when(item)
-        return delay + self._rng() * self._factor * delay
+        # Clamped: with rng() just below 1, rounding could put the sum an ulp past the bound.
+        return min(delay + self._rng() * self._factor * delay, delay * (1 + self._factor))
 
     def forget(self, item: K) -> None:
         """Forward to the wrapped limiter."""
