@@ -96,7 +96,7 @@ async def _attempt(
     t0 = math.ceil(time.time() + budget + scenario.lead_s)
     instants = scenario.instants(t0)
     began = time.time()
-    store = await open_store(directory / "cronloop.db", synchronous="FULL")
+    store = await open_store(directory / "cronloop.db", synchronous="FULL", writer="process")
     # As ``cronloop up`` runs it (tune_gc: see cronloop.controllers.heap).
     manager = Manager(store, {"inline": InlineRuntime()}, log_dir=directory / "logs", tune_gc=True)
     task: asyncio.Task[None] | None = None

@@ -18,8 +18,9 @@ from cronloop.store import SQLiteStore, Store
 OpenStore = Callable[..., Awaitable[Store]]
 
 #: ``sqlite-executor`` is SQLite with ``group_commit=False`` (one transaction per write on an
-#: executor thread), the mode the fake-clock controller tests use.
-BACKENDS = ["sqlite", "sqlite-executor"]
+#: executor thread), the mode the fake-clock controller tests use; ``sqlite-process`` runs
+#: the writer in a process of its own, as ``cronloop up`` does.
+BACKENDS = ["sqlite", "sqlite-executor", "sqlite-process"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -36,9 +37,11 @@ async def open_store(backend: str, tmp_path: Path) -> AsyncIterator[OpenStore]:
 
     async def open_one(**options: Any) -> Store:
         options.setdefault("poll_interval", 0.02)
-        if backend in ("sqlite", "sqlite-executor"):
+        if backend in ("sqlite", "sqlite-executor", "sqlite-process"):
             if backend == "sqlite-executor":
                 options.setdefault("group_commit", False)
+            if backend == "sqlite-process":
+                options.setdefault("writer", "process")
             store: Store = await SQLiteStore.open(tmp_path / "store.db", **options)
         else:  # pragma: no cover - no other backend yet
             raise AssertionError(f"unknown backend {backend}")

@@ -222,7 +222,8 @@ async def serve(
 
     registry = CollectorRegistry()
     metrics = PrometheusMetricsProvider(registry=registry)
-    store = await open_store(state / "cronloop.db")
+    # The writer in a process of its own: its statements never wait for the loop's GIL.
+    store = await open_store(state / "cronloop.db", writer="process")
     runtimes: dict[str, Runtime] = {"inline": InlineRuntime(), "process": ProcessRuntime()}
     admission = None
     if options.limits is not None and options.limits != AdmissionLimits():

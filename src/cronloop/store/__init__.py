@@ -44,6 +44,7 @@ from cronloop.store.model import (
 from cronloop.store.sqlite import (
     SQLiteStore,
     Synchronous,
+    Writer,
 )
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "StoredObject",
     "Synchronous",
     "WatchEvent",
+    "Writer",
     "head_schema_revision",
     "new_uid",
     "open_store",

@@ -13,7 +13,7 @@ undone with the write's transaction or savepoint.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,8 +28,11 @@ from cronloop.store.errors import AlreadyExists, Conflict, InvalidObject, NotFou
 from cronloop.store.model import EventType
 
 __all__ = [
+    "ApplyWrite",
     "BatchRows",
     "BatchWrite",
+    "CompactWrite",
+    "DeleteWrite",
     "UpdateRequest",
     "WriteMode",
     "apply_row",
@@ -551,17 +554,24 @@ def commit_batch(
     return created, updated, status_updated, deleted
 
 
+# ---- writes as data ---------------------------------------------------------------------------
+#
+# Each write a store makes is one of these small frozen dataclasses, called with the writer's
+# connection: plain data, so that the writer can run it on a thread of this process or in a
+# process of its own (``_writer_process``), and combine several into one batch. ``now`` is
+# the commit time (microseconds since the epoch), taken when the write is submitted.
+
+
 @dataclass(frozen=True, slots=True)
 class BatchWrite:
-    """A :class:`BatchRows` as a write for the writer thread: it runs on its own, or together
-    with other batches queued with it as one batch (one set of statements for all of them,
-    see ``_writer``). ``now`` gives the commit time (microseconds)."""
+    """A :class:`BatchRows` to commit: on its own, or together with other batches queued with
+    it as one batch (one set of statements for all of them, see ``_writer``)."""
 
     rows: BatchRows
-    now: Callable[[], int]
+    now: int
 
     def __call__(self, conn: Connection) -> tuple[list[Row], list[Row], list[Row], list[Row]]:
-        return commit_batch(conn, self.rows, self.now())
+        return commit_batch(conn, self.rows, self.now)
 
     def touches(self) -> frozenset[tuple[str, str]] | None:
         """The objects it writes, or None if it cannot run together with others (deletes
@@ -588,7 +598,7 @@ class BatchWrite:
             status_updates=[r for w in writes for r in w.rows.status_updates],
             deletes=(),
         )
-        created, updated, status_updated, _ = commit_batch(conn, merged, self.now())
+        created, updated, status_updated, _ = commit_batch(conn, merged, self.now)
         results: list[tuple[list[Row], list[Row], list[Row], list[Row]]] = []
         c = u = st = 0
         for w in writes:
@@ -605,6 +615,40 @@ class BatchWrite:
             u += len(rows.updates)
             st += len(rows.status_updates)
         return results
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyWrite:
+    """:func:`apply_row` as a write."""
+
+    row: Row
+    labels: Mapping[str, str]
+    now: int
+
+    def __call__(self, conn: Connection) -> Row:
+        return apply_row(conn, self.row, self.labels, self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteWrite:
+    """:func:`delete_tree` as a write."""
+
+    kind: str
+    name: str
+    expected_version: int | None
+
+    def __call__(self, conn: Connection) -> list[Row]:
+        return delete_tree(conn, self.kind, self.name, self.expected_version)
+
+
+@dataclass(frozen=True, slots=True)
+class CompactWrite:
+    """:func:`compact` as a write."""
+
+    before_revision: int
+
+    def __call__(self, conn: Connection) -> int:
+        return compact(conn, self.before_revision)
 
 
 # ---- reads ----------------------------------------------------------------------------------

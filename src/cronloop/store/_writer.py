@@ -28,11 +28,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from cronloop.store._ops import BatchWrite
 
-__all__ = ["WriterThread"]
+__all__ = ["MAX_GROUP", "Result", "WriterThread", "run_group"]
 
 T = TypeVar("T")
 
-_MAX_GROUP = 128
+MAX_GROUP = 128
 
 
 @dataclass(slots=True)
@@ -42,6 +42,80 @@ class _Request:
 
 
 _Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+
+Result = tuple[Any, BaseException | None]
+"""A write's outcome: its value, or the error it failed with."""
+
+
+def run_group(conn: Connection, writes: list[Callable[[Connection], Any]]) -> list[Result]:
+    """Run ``writes`` in one transaction on ``conn`` (see the module docstring): optimistically
+    first, consecutive combinable writes together; if that fails, each in its own savepoint.
+    Returns each write's outcome; if the transaction itself failed, every write failed."""
+    if len(writes) > 1:
+        try:
+            with conn.begin():
+                values = _run_combined(conn, writes)
+        except Exception:
+            pass  # some write failed: run them again, each in its own savepoint
+        else:
+            return [(value, None) for value in values]
+    try:
+        with conn.begin():
+            if len(writes) == 1:
+                return [(writes[0](conn), None)]
+            return _run_savepoints(conn, writes)
+    except Exception as error:
+        # The transaction as a whole did not commit: every write of the group failed.
+        return [(None, error) for _ in writes]
+
+
+def _run_combined(conn: Connection, writes: list[Callable[[Connection], Any]]) -> list[Any]:
+    """Run every write, consecutive combinable ones together."""
+    values: list[Any] = []
+    index = 0
+    while index < len(writes):
+        fn = writes[index]
+        touched = fn.touches() if isinstance(fn, BatchWrite) else None
+        if touched is None:
+            values.append(fn(conn))
+            index += 1
+            continue
+        assert isinstance(fn, BatchWrite)
+        others: list[BatchWrite] = []
+        seen = set(touched)
+        index += 1
+        while index < len(writes):
+            other = writes[index]
+            more = other.touches() if isinstance(other, BatchWrite) else None
+            if more is None or not seen.isdisjoint(more):
+                break
+            assert isinstance(other, BatchWrite)
+            seen |= more
+            others.append(other)
+            index += 1
+        values.extend(fn.together(conn, others) if others else [fn(conn)])
+    return values
+
+
+def _run_savepoints(conn: Connection, writes: list[Callable[[Connection], Any]]) -> list[Result]:
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    results: list[Result] = []
+    for fn in writes:
+        driver.execute("SAVEPOINT cronloop_write")
+        try:
+            value = fn(conn)
+        except Exception as error:
+            # If SQLite already rolled the whole transaction back (I/O error, disk full),
+            # this raises and the caller fails the entire group.
+            driver.execute("ROLLBACK TO cronloop_write")
+            driver.execute("RELEASE cronloop_write")
+            results.append((None, error))
+        else:
+            driver.execute("RELEASE cronloop_write")
+            results.append((value, None))
+    return results
 
 
 def _settle(outcomes: list[_Outcome]) -> None:
@@ -108,7 +182,7 @@ class WriterThread:
                 if first is None:
                     break
                 group = [first]
-                while len(group) < _MAX_GROUP:
+                while len(group) < MAX_GROUP:
                     try:
                         nxt = self._queue.get_nowait()
                     except queue.Empty:
@@ -121,75 +195,14 @@ class WriterThread:
         self._post(_settle, [(self._stopped, None, None)])
 
     def _run_group(self, conn: Connection, group: list[_Request]) -> None:
-        if len(group) > 1:
-            try:
-                with conn.begin():
-                    values = self._run_combined(conn, group)
-            except Exception:
-                pass  # some write failed: run them again, each in its own savepoint
-            else:
-                self._post(
-                    self._committed,
-                    [(r.future, v, None) for r, v in zip(group, values, strict=True)],
-                )
-                return
-        outcomes: list[_Outcome] = []
-        try:
-            with conn.begin():
-                if len(group) == 1:
-                    outcomes.append((group[0].future, group[0].fn(conn), None))
-                else:
-                    self._run_savepoints(conn, group, outcomes)
-        except Exception as error:
-            # The transaction as a whole did not commit: every write of the group failed.
-            self._post(_settle, [(request.future, None, error) for request in group])
-            return
-        self._post(self._committed, outcomes)
-
-    @staticmethod
-    def _run_combined(conn: Connection, group: list[_Request]) -> list[Any]:
-        """Run every write of ``group``, consecutive combinable ones together."""
-        values: list[Any] = []
-        index = 0
-        while index < len(group):
-            fn = group[index].fn
-            touched = fn.touches() if isinstance(fn, BatchWrite) else None
-            if touched is None:
-                values.append(fn(conn))
-                index += 1
-                continue
-            assert isinstance(fn, BatchWrite)
-            others: list[BatchWrite] = []
-            seen = set(touched)
-            index += 1
-            while index < len(group):
-                other = group[index].fn
-                more = other.touches() if isinstance(other, BatchWrite) else None
-                if more is None or not seen.isdisjoint(more):
-                    break
-                seen |= more
-                others.append(other)  # type: ignore[arg-type]
-                index += 1
-            values.extend(fn.together(conn, others) if others else [fn(conn)])
-        return values
-
-    @staticmethod
-    def _run_savepoints(conn: Connection, group: list[_Request], outcomes: list[_Outcome]) -> None:
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        for request in group:
-            driver.execute("SAVEPOINT cronloop_write")
-            try:
-                value = request.fn(conn)
-            except Exception as error:
-                # If SQLite already rolled the whole transaction back (I/O error, disk
-                # full), this raises and the caller fails the entire group.
-                driver.execute("ROLLBACK TO cronloop_write")
-                driver.execute("RELEASE cronloop_write")
-                outcomes.append((request.future, None, error))
-            else:
-                driver.execute("RELEASE cronloop_write")
-                outcomes.append((request.future, value, None))
+        results = run_group(conn, [request.fn for request in group])
+        outcomes = [
+            (r.future, value, error) for r, (value, error) in zip(group, results, strict=True)
+        ]
+        if any(error is None for _, error in results):
+            self._post(self._committed, outcomes)
+        else:
+            self._post(_settle, outcomes)
 
     def _committed(self, outcomes: list[_Outcome]) -> None:
         self._on_commit()

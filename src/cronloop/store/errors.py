@@ -19,7 +19,22 @@ __all__ = [
 
 
 class StoreError(Exception):
-    """Base class of every error raised by a store."""
+    """Base class of every error raised by a store.
+
+    Errors pickle with their fields (a store's writer may run in another process).
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(
+    cls: type[StoreError], args: tuple[object, ...], state: dict[str, object]
+) -> StoreError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class NotFound(StoreError, LookupError):

@@ -29,8 +29,6 @@ import asyncio
 import builtins
 import functools
 import os
-import sqlite3
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,9 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import URL, create_engine, event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import ConnectionPoolEntry
 
 from cronloop.store import _ops
 from cronloop.store._codec import (
@@ -52,7 +48,9 @@ from cronloop.store._codec import (
     to_micros,
     validated_row,
 )
+from cronloop.store._engine import sqlite_engine
 from cronloop.store._writer import WriterThread
+from cronloop.store._writer_process import WriterProcess
 from cronloop.store.base import Store
 from cronloop.store.errors import AlreadyExists, Expired, InvalidObject, NotFound, StoreClosed
 from cronloop.store.migrate import upgrade_schema
@@ -68,11 +66,13 @@ from cronloop.store.model import (
     validate_labels,
 )
 
-__all__ = ["SQLiteStore", "Synchronous"]
+__all__ = ["SQLiteStore", "Synchronous", "Writer"]
 
 T = TypeVar("T")
 Synchronous = Literal["NORMAL", "FULL"]
 """SQLite ``PRAGMA synchronous`` levels the store accepts (both are safe in WAL mode)."""
+Writer = Literal["thread", "process"]
+"""Where the store's write transactions run (see :class:`SQLiteStore`)."""
 
 _WATCH_PAGE = 500
 #: Which JSON parts of the written object each kind of write encoded into the row.
@@ -83,28 +83,6 @@ _ENCODED = {
 }
 #: Recent local commits kept for watchers (a watcher further behind reads the database).
 _RECENT_EVENTS = 8192
-
-
-def _enter_wal(cursor: Any, within: float) -> None:
-    """Put the database in WAL mode (a no-op once it is), retrying while another connection
-    holds the lock.
-
-    Switching the journal mode needs an exclusive lock, and SQLite may report it busy without
-    calling the busy handler (when several processes open a new database at once), so the
-    busy timeout alone does not cover it.
-    """
-    deadline = time.monotonic() + within
-    delay = 0.001
-    while True:
-        try:
-            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                cursor.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-        time.sleep(delay)  # on a connecting thread, never on the event loop
-        delay = min(delay * 2, 0.05)
 
 
 def _check_kept_uid(obj: StoredObject, earlier: set[str]) -> None:
@@ -194,6 +172,10 @@ class SQLiteStore(Store):
       transaction on a one-thread executor. The executor is what tests with a fake loop clock
       (looptime) need: it only sees work handed to ``run_in_executor``, and would otherwise
       move the clock on while a write is still in flight.
+    - ``writer``: ``"thread"`` (default) or ``"process"``: with group commit, run the writer
+      in a process of its own (:mod:`cronloop.store._writer_process`), whose statements then
+      never wait for the event loop's GIL. ``cronloop up`` uses it; it costs a process and
+      a fraction of a second at open.
     """
 
     def __init__(
@@ -206,6 +188,7 @@ class SQLiteStore(Store):
         readers: int = 2,
         clock: Callable[[], datetime] = _utc_now,
         group_commit: bool = True,
+        writer: Writer = "thread",
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise InvalidObject(
@@ -214,6 +197,10 @@ class SQLiteStore(Store):
         if not busy_timeout >= 0 or not poll_interval > 0:
             raise InvalidObject("", "", "busy_timeout/poll_interval", "must be >= 0 and > 0")
         _positive("readers", readers)
+        if writer not in ("thread", "process"):
+            raise InvalidObject("", "", "writer", f"must be 'thread' or 'process', not {writer!r}")
+        if writer == "process" and not group_commit:
+            raise InvalidObject("", "", "writer", "a writer process needs group_commit=True")
         self.path = Path(path)
         self._synchronous = synchronous
         self._busy_ms = int(busy_timeout * 1000)
@@ -226,13 +213,16 @@ class SQLiteStore(Store):
         #: take them from memory instead of reading back and decoding what was just written.
         self._recent: dict[int, WatchEvent] = {}
         self._recent_top = 0
-        url = URL.create("sqlite", database=str(self.path))
-        self._write_engine = self._engine(url, pool_size=1, begin="BEGIN IMMEDIATE")
-        self._read_engine = self._engine(url, pool_size=readers, begin="BEGIN")
+        self._write_engine = self._engine(pool_size=1, begin="BEGIN IMMEDIATE")
+        self._read_engine = self._engine(pool_size=readers, begin="BEGIN")
         self._reader = ThreadPoolExecutor(readers, thread_name_prefix="cronloop-store-reader")
-        self._writer: WriterThread | None = None
+        self._writer: WriterThread | WriterProcess | None = None
         self._write_executor: ThreadPoolExecutor | None = None
-        if group_commit:
+        if writer == "process":
+            self._writer = WriterProcess(
+                self.path, synchronous=synchronous, busy_ms=self._busy_ms, on_commit=self._wake
+            )
+        elif group_commit:
             self._writer = WriterThread(self._write_engine, self._loop, self._wake)
         else:
             self._write_executor = ThreadPoolExecutor(1, thread_name_prefix="cronloop-store-writer")
@@ -250,32 +240,14 @@ class SQLiteStore(Store):
             raise
         return store
 
-    def _engine(self, url: URL, *, pool_size: int, begin: str) -> Engine:
-        engine = create_engine(url, pool_size=pool_size, max_overflow=0)
-        pragmas = (
-            f"PRAGMA synchronous = {self._synchronous}",
-            "PRAGMA foreign_keys = ON",
+    def _engine(self, *, pool_size: int, begin: str) -> Engine:
+        return sqlite_engine(
+            self.path,
+            synchronous=self._synchronous,
+            busy_ms=self._busy_ms,
+            pool_size=pool_size,
+            begin=begin,
         )
-        busy_s = self._busy_ms / 1000
-
-        def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-            # Take transaction control away from the sqlite3 module (it would not BEGIN
-            # before a SELECT), so every read sees one snapshot and every write locks first.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            _enter_wal(cursor, busy_s)
-            for pragma in pragmas:
-                cursor.execute(pragma)
-            cursor.close()
-
-        def on_begin(connection: Connection) -> None:
-            # Straight to the driver: exec_driver_sql costs more than the BEGIN itself.
-            connection.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
-
-        event.listen(engine, "connect", on_connect)
-        event.listen(engine, "begin", on_begin)
-        return engine
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -371,7 +343,7 @@ class SQLiteStore(Store):
             status_updates=() if spec else requests,
             deletes=(),
         )
-        _, updated, status_updated, _ = await self._write(_ops.BatchWrite(rows, self._now))
+        _, updated, status_updated, _ = await self._write(_ops.BatchWrite(rows, self._now()))
         return self._updated(requests, updated if spec else status_updated, [obj], mode)[0]
 
     def _updated(
@@ -437,7 +409,7 @@ class SQLiteStore(Store):
         if not (rows or updates or status_updates or deletes):
             return BatchResult()
         created_rows, updated_rows, status_rows, deleted_rows = await self._write(
-            _ops.BatchWrite(request, self._now)
+            _ops.BatchWrite(request, self._now())
         )
         created = [
             row_to_object_as_written(row, obj, encoded=_ENCODED["create"])
@@ -490,7 +462,7 @@ class SQLiteStore(Store):
         row = validated_row(obj)
         row["uid"] = new_uid()
         labels = dict(obj.labels)
-        stored = await self._write(lambda conn: _ops.apply_row(conn, row, labels, self._now()))
+        stored = await self._write(_ops.ApplyWrite(row, labels, self._now()))
         applied = row_to_object(stored)
         # Created, changed or untouched: not told apart here, so watchers read this stretch
         # from the database (a gap up to the object's revision).
@@ -504,14 +476,14 @@ class SQLiteStore(Store):
         validate_identity(kind, name)
         if expected_version is not None:
             _positive("expected_version", expected_version)
-        gone = await self._write(lambda conn: _ops.delete_tree(conn, kind, name, expected_version))
+        gone = await self._write(_ops.DeleteWrite(kind, name, expected_version))
         deleted = [row_to_object(row) for row in gone]
         self._remember(EventType.DELETED, deleted)
         return deleted[-1]
 
     async def compact(self, before_revision: int) -> int:
         _positive("before_revision", before_revision)
-        removed = await self._write(lambda conn: _ops.compact(conn, before_revision))
+        removed = await self._write(_ops.CompactWrite(before_revision))
         # Compacted history is gone from memory too: a watcher behind it must get Expired.
         for revision in [r for r in self._recent if r < before_revision]:
             del self._recent[revision]

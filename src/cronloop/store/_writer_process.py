@@ -1,0 +1,269 @@
+"""The store's writer in a process of its own, away from the event loop's GIL.
+
+Why: the ``sqlite3`` module releases the GIL around every ``sqlite3_step`` and must take it
+back afterwards. On a writer *thread* each statement therefore waited for the busy event loop
+to hand the GIL back, up to a switch interval (5 ms) a statement: a commit of five statements
+took about 25 ms, which set the latency of every fired run (a run due among 2,000 a second
+started 150-250 ms late, most of it queued behind such commits). A writer process has its own
+interpreter and GIL; its statements run at SQLite's speed, and the event loop only pickles
+requests and results and reads the answers from a pipe it watches itself, so no thread of
+this process waits for the GIL.
+
+The writes are the same as on the thread: the plain-data writes of ``store._ops`` (and the
+schema migration), run by :func:`cronloop.store._writer.run_group` with the same group commit.
+
+Protocol, over the child's stdin and stdout: frames of an 8-byte big-endian length and a
+pickle. The parent sends ``("open", options)`` first, then ``(id, write)`` per write and
+``None`` to stop; the child answers ``("ready", error or None)`` once, then, per group it
+committed, a list of ``(id, value, error)``. The child ends when told to or when its stdin
+closes (the parent died, ``kill -9`` included), after the group it is running.
+
+Hand-written because no library runs a SQLite writer out of process with group commit;
+``multiprocessing`` would add a feeder and a result thread to this process, each again
+waiting for the GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pickle
+import select
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cronloop.store._engine import sqlite_engine
+from cronloop.store._writer import MAX_GROUP, run_group
+from cronloop.store.errors import StoreError
+
+__all__ = ["WriterDied", "WriterProcess"]
+
+T = TypeVar("T")
+_HEADER = 8
+_STATS = [0.0, 0.0, 0] if os.environ.get("CRONLOOP_WRITER_STATS") else []
+
+
+class WriterDied(StoreError):
+    """The writer process ended before answering; the write's outcome is unknown to it."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the store's writer process ended: {detail}")
+
+
+def _frame(obj: object) -> bytes:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(data).to_bytes(_HEADER, "big") + data
+
+
+class WriterProcess:
+    """The parent's end: submit writes, get their results (the interface of the thread)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str,
+        busy_ms: int,
+        on_commit: Callable[[], None],
+    ) -> None:
+        self._options = {"path": str(path), "synchronous": synchronous, "busy_ms": busy_ms}
+        self._on_commit = on_commit
+        self._process: asyncio.subprocess.Process | None = None
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._next_id = 0
+        self._reader: asyncio.Task[None] | None = None
+        self._ended: BaseException | None = None
+
+    async def wait_ready(self) -> None:
+        """Start the process and open its connection; raise what opening it raised."""
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cronloop.store._writer_main",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert self._process.stdin is not None
+        self._process.stdin.write(_frame(("open", self._options)))
+        kind, error = await self._read_frame()
+        if kind != "ready":  # pragma: no cover - a bug in the protocol
+            raise WriterDied(f"expected 'ready', got {kind!r}")
+        if error is not None:
+            await self._process.wait()
+            raise error
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read_results(), name="cronloop-store-writer-process"
+        )
+
+    async def submit(self, write: Callable[..., T]) -> T:
+        """Run ``write(connection)`` in a write transaction of the writer process."""
+        if self._ended is not None:
+            raise WriterDied(str(self._ended))
+        process = self._process
+        assert process is not None
+        assert process.stdin is not None
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._next_id += 1
+        self._pending[self._next_id] = future
+        process.stdin.write(_frame((self._next_id, write)))
+        return await future
+
+    async def stop(self) -> None:
+        """Finish every queued write and end the process."""
+        process = self._process
+        if process is None:
+            return
+        if process.stdin is not None and not process.stdin.is_closing():
+            process.stdin.write(_frame(None))
+            with contextlib.suppress(ConnectionError):
+                await process.stdin.drain()
+            process.stdin.close()
+        if self._reader is not None:
+            await self._reader
+        await process.wait()
+
+    async def _read_frame(self) -> Any:
+        assert self._process is not None
+        assert self._process.stdout is not None
+        stdout = self._process.stdout
+        size = int.from_bytes(await stdout.readexactly(_HEADER), "big")
+        return pickle.loads(await stdout.readexactly(size))
+
+    async def _read_results(self) -> None:
+        try:
+            while True:  # until the child's stdout ends: it stopped, or it died
+                try:
+                    results = await self._read_frame()
+                except asyncio.IncompleteReadError:
+                    break
+                if any(error is None for _, _, error in results):
+                    self._on_commit()
+                for ident, value, error in results:
+                    future = self._pending.pop(ident)
+                    if future.done():  # the caller was cancelled; the write still happened
+                        continue
+                    if error is not None:
+                        future.set_exception(error)
+                    else:
+                        future.set_result(value)
+        finally:
+            returncode = self._process.returncode if self._process else None
+            self._ended = WriterDied(f"exit status {returncode}")
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(WriterDied("before it answered this write"))
+            self._pending.clear()
+
+
+# ---- the child --------------------------------------------------------------------------------
+
+
+class _Frames:
+    """Frames read from a pipe, with a look at whether another is ready without blocking."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+        self.eof = False
+
+    def _fill(self, block: bool) -> bool:
+        if not block and not select.select([self._fd], [], [], 0)[0]:
+            return False
+        chunk = os.read(self._fd, 1 << 20)
+        if not chunk:
+            self.eof = True
+            return False
+        self._buffer += chunk
+        return True
+
+    def _complete(self) -> bool:
+        if len(self._buffer) < _HEADER:
+            return False
+        return len(self._buffer) >= _HEADER + int.from_bytes(self._buffer[:_HEADER], "big")
+
+    def ready(self) -> bool:
+        """Whether a whole frame can be read now."""
+        while not self._complete():
+            if self.eof or not self._fill(block=False):
+                return False
+        return True
+
+    def read(self) -> Any:
+        """The next frame (blocking); raises EOFError at the end of the pipe."""
+        while not self._complete():
+            if self.eof or not self._fill(block=True):
+                raise EOFError
+        size = int.from_bytes(self._buffer[:_HEADER], "big")
+        data = bytes(self._buffer[_HEADER : _HEADER + size])
+        del self._buffer[: _HEADER + size]
+        return pickle.loads(data)
+
+
+def _send(out: Any, obj: object) -> None:
+    try:
+        data = _frame(obj)
+    except Exception:  # an unpicklable value or error: say what it was
+        if not isinstance(obj, list):
+            raise
+        data = _frame([(i, None, RuntimeError(f"{v!r} / {e!r}")) for i, v, e in obj])
+    out.write(data)
+    out.flush()
+
+
+def main() -> None:
+    """The writer process: open the connection, then run groups of writes until told to stop
+    or until stdin closes."""
+    frames = _Frames(sys.stdin.fileno())
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write into the protocol
+    try:
+        kind, options = frames.read()
+    except EOFError:
+        return
+    assert kind == "open"
+    try:
+        engine = sqlite_engine(
+            Path(options["path"]),
+            synchronous=options["synchronous"],
+            busy_ms=options["busy_ms"],
+            pool_size=1,
+            begin="BEGIN IMMEDIATE",
+        )
+        conn = engine.connect()
+    except Exception as error:
+        _send(out, ("ready", error))
+        return
+    _send(out, ("ready", None))
+    with conn:
+        stop = False
+        while not stop:
+            try:
+                first = frames.read()
+            except EOFError:
+                break
+            if first is None:
+                break
+            group = [first]
+            while len(group) < MAX_GROUP and frames.ready():
+                nxt = frames.read()
+                if nxt is None:
+                    stop = True
+                    break
+                group.append(nxt)
+            began = time.perf_counter(), time.process_time()
+            results = run_group(conn, [write for _, write in group])
+            if _STATS:
+                _STATS[0] += time.perf_counter() - began[0]
+                _STATS[1] += time.process_time() - began[1]
+                _STATS[2] += 1
+            _send(out, [(ident, v, e) for (ident, _), (v, e) in zip(group, results, strict=True)])
+    engine.dispose()
+    if _STATS:
+        sys.stderr.write(
+            f"writer process: {_STATS[2]} groups, {_STATS[0]:.2f} s in groups, "
+            f"{_STATS[1]:.2f} s CPU, {time.process_time():.2f} s CPU in all\n"
+        )

@@ -1,0 +1,85 @@
+"""The writer process: it ends with its parent, and its death is an error, never a hang."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cronloop.store import SQLiteStore, StoredObject
+from cronloop.store._writer_process import WriterDied
+
+CHILD = """
+import asyncio, sys
+from cronloop.store import SQLiteStore, StoredObject
+
+async def main():
+    store = await SQLiteStore.open(sys.argv[1], writer="process")
+    await store.create_many([StoredObject("Job", f"j{i}") for i in range(100)])
+    writer = store._writer._process.pid
+    print(writer, flush=True)
+    await asyncio.sleep(600)  # until killed
+
+asyncio.run(main())
+"""
+
+
+def _gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+async def _count(db: Path) -> tuple[int, int]:
+    async with await SQLiteStore.open(db, writer="process") as store:
+        listed = await store.list("Job")
+        return len(listed.items), listed.revision
+
+
+@pytest.mark.slow
+def test_the_writer_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
+    db = tmp_path / "killed.db"
+    with subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(db)], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        try:
+            assert parent.stdout is not None
+            writer = int(parent.stdout.readline())  # the child prints it once it has written
+            assert psutil.pid_exists(writer)
+            os.kill(parent.pid, signal.SIGKILL)
+            parent.wait(30)
+            assert _gone(writer, 30), "the writer outlived its parent"
+        finally:
+            if parent.poll() is None:
+                parent.kill()
+    assert asyncio.run(_count(db)) == (100, 100)
+
+
+@pytest.mark.slow
+async def test_a_dead_writer_fails_writes_instead_of_hanging(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "dead.db", writer="process")
+    try:
+        await store.create(StoredObject("Job", "before"))
+        process = store._writer._process  # type: ignore[union-attr]
+        assert process is not None
+        process.kill()
+        await asyncio.wait_for(process.wait(), 30)
+        with pytest.raises(WriterDied, match="writer process ended"):
+            async with asyncio.timeout(30):
+                await store.create(StoredObject("Job", "after"))
+        assert [o.name for o in (await store.list("Job")).items] == ["before"]
+    finally:
+        await store.close()
