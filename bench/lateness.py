@@ -365,9 +365,9 @@ def comparisons(
     *,
     subject: str = "cronloop",
     baseline: str = "apscheduler",
-    floor: str = "call_at",
+    floors: Sequence[str] = ("call_at", "call_at_uvloop"),
 ) -> list[Comparison]:
-    """Harness rows for one scenario: ``subject`` against ``baseline``, ``floor`` as context.
+    """Harness rows for one scenario: ``subject`` against ``baseline``, ``floors`` as context.
 
     One row per statistic (p50, p99 and max lateness, runs/s), each carrying the samples of
     every repeat; the issue's targets are attached (absolute) to the even spread's p99 and the
@@ -382,7 +382,6 @@ def comparisons(
         if not results.get(name):
             raise ValueError(f"results: no runs for {name!r} (have {sorted(results)})")
     mine, theirs = median_stats(results[subject]), median_stats(results[baseline])
-    floor_runs = results.get(floor) or []
     notes = (
         f"started {mine.count:,}/{scenario.n:,} (missed {mine.missed}); {baseline} started "
         f"{theirs.count:,} (missed {theirs.missed}); setup {mine.setup_s:.2f} s vs "
@@ -396,7 +395,10 @@ def comparisons(
         if metric == "runs_per_s" and scenario.kind == "burst":
             target = BURST_RUNS_PER_S_TARGET
         extra = {}
-        if floor_runs:
+        for floor in floors:
+            floor_runs = results.get(floor)
+            if not floor_runs:
+                continue
             value = float(getattr(median_stats(floor_runs), metric))
             extra[f"{floor} (floor)"] = (
                 f"{value:,.0f} {unit}" if higher_is_better else (f"{value:,.2f} {unit}")

@@ -29,6 +29,7 @@ from bench.harness import Comparison
 from bench.lateness import LatencyStats, Scenario, StartLog, comparisons
 from bench.trigger_baselines import BASELINES, measure_subjects
 from cronloop.api import CronJob, CronJobSpec, InlineStep, JobSpec, ObjectMeta
+from cronloop.cli.eventloop import loop_factory
 from cronloop.controllers import Manager, to_stored
 from cronloop.runtimes import InlineRuntime
 from cronloop.store import Store, open_store
@@ -135,7 +136,9 @@ def measure_cronloop(scenario: Scenario, /, *, tmp_dir: Path) -> LatencyStats:
         directory = tmp_dir / f"try-{attempt}"
         directory.mkdir(parents=True, exist_ok=True)
         try:
-            stats, setup_s = asyncio.run(_attempt(scenario, directory, budget))
+            # On the loop ``cronloop up`` runs on (see cronloop.cli.eventloop).
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                stats, setup_s = runner.run(_attempt(scenario, directory, budget))
         finally:
             # The manager tuned the collector for this process; the baselines measured in
             # the same process get it back as they ship.

@@ -5,6 +5,7 @@ same second, and 10,000 spread over 5 s), next to two baselines measured in the 
 
 * ``call_at`` is the floor: one bare asyncio loop with a ``loop.call_at`` callback per run. It
   keeps no record of anything, so it is what "no scheduler and no durability" costs.
+  ``call_at_uvloop`` is the same floor on uvloop, the loop cronloop runs on.
 * ``apscheduler`` is APScheduler 3.11 with its SQLAlchemy job store on a SQLite file: one
   one-shot ``date`` job per run, which the scheduler deletes from the store when it submits it
   (that deletion is APScheduler's durable record that the run happened).
@@ -44,6 +45,7 @@ from bench.lateness import (
     median_stats,
     standard_scenarios,
 )
+from cronloop.cli.eventloop import loop_factory
 
 __all__ = [
     "BASELINES",
@@ -53,6 +55,7 @@ __all__ = [
     "measure_apscheduler",
     "measure_baselines",
     "measure_call_at",
+    "measure_call_at_uvloop",
     "measure_subjects",
 ]
 
@@ -70,6 +73,13 @@ def measure_call_at(scenario: Scenario, *, tmp_dir: Path) -> LatencyStats:
     """
     del tmp_dir  # the floor writes nothing
     return asyncio.run(_call_at(scenario))
+
+
+def measure_call_at_uvloop(scenario: Scenario, *, tmp_dir: Path) -> LatencyStats:
+    """The same floor on uvloop, the loop ``cronloop up`` (and so the cronloop row) runs on."""
+    del tmp_dir
+    with asyncio.Runner(loop_factory=loop_factory("uvloop")) as runner:
+        return runner.run(_call_at(scenario))
 
 
 async def _call_at(scenario: Scenario) -> LatencyStats:
@@ -400,6 +410,7 @@ def _end_measurement() -> None:
 
 BASELINES: dict[str, Measure] = {
     "call_at": measure_call_at,
+    "call_at_uvloop": measure_call_at_uvloop,
     "apscheduler": measure_apscheduler,
 }
 """The baseline measurements by row name."""
@@ -520,6 +531,7 @@ def main(argv: list[str] | None = None) -> None:
         config = override or best_apscheduler_config(scenario)
         subjects: dict[str, Measure] = {
             "call_at": measure_call_at,
+            "call_at_uvloop": measure_call_at_uvloop,
             "apscheduler": functools.partial(measure_apscheduler, config=config),
         }
         started = time.perf_counter()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
@@ -48,10 +48,14 @@ def up(
     max_load_per_core: Annotated[
         float | None, typer.Option(help="The same, for the 1-minute load average per core.")
     ] = None,
+    loop: Annotated[
+        str, typer.Option(help="Event loop: auto (uvloop when installed), asyncio or uvloop.")
+    ] = "auto",
 ) -> None:
     """Run the scheduler: store, controllers, runtimes and API in one process."""
     from pydantic import ValidationError
 
+    from cronloop.cli.eventloop import LoopName, loop_factory
     from cronloop.cli.up import UpOptions, run_up
     from cronloop.controllers import AdmissionLimits
 
@@ -65,6 +69,12 @@ def up(
         problem = exc.errors()[0]
         field = str(problem["loc"][0]).replace("_", "-").replace("load1-", "load-")
         typer.echo(f"error: --{field}: {problem['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+    try:
+        loop_factory(cast(LoopName, loop))
+    except ValueError as exc:
+        typer.echo(f"error: --loop: {exc}", err=True)
         raise typer.Exit(2) from None
 
     dirs = tuple(spec_dir) if spec_dir else ((_EXAMPLES,) if _EXAMPLES.is_dir() else ())
@@ -81,6 +91,7 @@ def up(
             watch=watch,
             quiet=quiet,
             limits=limits,
+            loop=cast(LoopName, loop),
         )
     )
 

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cronloop.api import Job, Phase, ResourceError, SubJob, load_resources
+from cronloop.cli.eventloop import LoopName, loop_factory
 from cronloop.controllers import (
     AdmissionController,
     AdmissionLimits,
@@ -70,6 +71,8 @@ class UpOptions:
     watch: bool = True
     quiet: bool = False
     limits: AdmissionLimits | None = None
+    #: The event loop (see :mod:`cronloop.cli.eventloop`).
+    loop: LoopName = "auto"
 
 
 def _spec_files(spec_dirs: Iterable[Path]) -> list[Path]:
@@ -289,5 +292,8 @@ async def serve(
 def run_up(options: UpOptions) -> None:
     """Entry point for the CLI: run :func:`serve` and map failures to a clear exit."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(options))
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=loop_factory(options.loop)) as runner,
+    ):
+        runner.run(serve(options))

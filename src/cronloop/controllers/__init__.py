@@ -69,7 +69,6 @@ from cronloop.controllers.longrunning import (
     Threshold,
 )
 from cronloop.controllers.manager import (
-    BATCH_LINGER,
     FEED_BACKOFF_MAX,
     FEED_BACKOFF_MIN,
     REPORT_LINGER,
@@ -103,7 +102,6 @@ from cronloop.controllers.runstatus import (
 __all__ = [
     "AT_LEAST_ONCE",
     "AT_MOST_ONCE",
-    "BATCH_LINGER",
     "CANCEL_ANNOTATION",
     "CRONJOB_LABEL",
     "FEED_BACKOFF_MAX",

@@ -102,8 +102,11 @@ _FAILURES = frozenset({Phase.FAILED, Phase.TIMED_OUT, Phase.LOST, Phase.CANCELLE
 #: Failures that back off before a retry (a lost attempt is retried at once).
 _BACKED_OFF = _FAILURES - {Phase.LOST}
 _ANNOTATIONS_KEY = "__annotations__"
-#: Distinct specs (and their steps) kept validated; one CronJob version's runs share theirs.
-_SPECS_KEPT = 4096
+#: Distinct specs (and their steps) kept validated; one CronJob version's runs share theirs,
+#: so this bounds the runs in flight whose specs are found without validating them again (a
+#: burst of 10,000 runs of 10,000 CronJobs needs 10,000). An entry holds a reference to a
+#: model its CronJob's template keeps anyway, or a small validated spec.
+_SPECS_KEPT = 32_768
 _STEP = TypeAdapter(Step)
 
 

@@ -33,7 +33,6 @@ from cronloop.sync import (
 )
 
 __all__ = [
-    "BATCH_LINGER",
     "FEED_BACKOFF_MAX",
     "FEED_BACKOFF_MIN",
     "REPORT_LINGER",
@@ -45,8 +44,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a report waits before its job's pass, gathering the reports that come with it.
 REPORT_LINGER = 0.005
-#: Seconds a controller worker waits for more keys before a batch (see ``Controller``).
-BATCH_LINGER = 0.002
 FEED_BACKOFF_MIN = 0.1
 FEED_BACKOFF_MAX = 5.0
 _KINDS = ("CronJob", "Job", "SubJob")
@@ -87,7 +84,6 @@ class Manager:
         cronjob_batch: int = 128,
         job_workers: int = 16,
         job_batch: int = 64,
-        batch_linger: float = BATCH_LINGER,
         report_linger: float = REPORT_LINGER,
         resync_period: float = 30.0,
         metrics: MetricsProvider | None = None,
@@ -115,7 +111,6 @@ class Manager:
             metrics=metrics,
             rate_limiter=ItemExponentialFailureRateLimiter(FEED_BACKOFF_MIN, FEED_BACKOFF_MAX),
             max_batch=cronjob_batch,
-            batch_linger=batch_linger,
         )
         # Jobs are reconciled in batches: every job ready at once (up to ``job_batch``) is
         # decided in one pass and committed in one transaction.
@@ -126,7 +121,6 @@ class Manager:
             metrics=metrics,
             rate_limiter=ItemExponentialFailureRateLimiter(FEED_BACKOFF_MIN, FEED_BACKOFF_MAX),
             max_batch=job_batch,
-            batch_linger=batch_linger,
         )
         self.jobs.enqueue = self._job_loop.enqueue
         self.jobs.run_finished = self._cronjob_loop.enqueue

@@ -14,9 +14,7 @@ An exception never kills a worker: it is logged once, counted, and turned into a
 **Batches.** A reconciler that also has ``reconcile_batch(keys)`` (:class:`BatchReconciler`)
 can be given ``max_batch > 1``: a worker then takes every key that is ready, up to
 ``max_batch``, and reconciles them in one ``reconcile_batch`` call (a lone key too), which
-lets the reconciler record all their decisions in one store transaction. With
-``batch_linger`` a worker that woke for a key first waits that long (unless a full batch is
-ready), so that keys arriving one by one are still batched. Each key still gets
+lets the reconciler record all their decisions in one store transaction. Each key still gets
 its own outcome (a result, or an exception for that key alone), and none of the keys of a
 batch is handed to another worker until the batch is done, so "never two reconciles of one
 key at once" holds as before.
@@ -149,13 +147,9 @@ class Controller(Generic[K]):
         metrics: MetricsProvider | None = None,
         clock: Callable[[], float] | None = None,
         max_batch: int = 1,
-        batch_linger: float = 0.0,
     ) -> None:
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-        if not (isinstance(batch_linger, int | float) and 0 <= batch_linger < math.inf):
-            raise ValueError(f"batch_linger must be seconds >= 0, got {batch_linger!r}")
-        self._linger = float(batch_linger)
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
         self._reconcile_batch: (
@@ -265,10 +259,6 @@ class Controller(Generic[K]):
                 queue.done(key)
                 return
             keys = [key]
-            if self._linger and self._max_batch > 1 and len(queue) < self._max_batch:
-                # Keys that become ready within the linger join this batch: under a steady
-                # trickle, one commit for several keys instead of one each.
-                await asyncio.sleep(self._linger)
             while len(keys) < self._max_batch:
                 try:
                     keys.append(queue.get_nowait())
