@@ -27,7 +27,6 @@ with their reason, and all of them in the CronJob's counters.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -185,7 +184,7 @@ class _Pass:
         status = []
         if self.new_status is not None:
             new = cast(dict[str, Any], self.new_status)
-            status.append(dataclasses.replace(self.obj, status=new))
+            status.append(self.obj.with_status(new))
         return Batch(
             creates=self.creates,
             updates=self.cancels,

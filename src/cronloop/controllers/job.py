@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import threading
 from collections import OrderedDict
@@ -234,12 +233,12 @@ class _Pass:
     def writes(self) -> list[StoredObject]:
         """The status writes this pass decided (a status is replaced only to change it)."""
         writes = [
-            dataclasses.replace(sub.stored, status=cast(dict[str, Any], sub.status))
+            sub.stored.with_status(cast(dict[str, Any], sub.status))
             for sub in self.subs
             if sub.stored is not None and sub.changed
         ]
         if self.status is not self.obj.status:
-            writes.append(dataclasses.replace(self.obj, status=cast(dict[str, Any], self.status)))
+            writes.append(self.obj.with_status(cast(dict[str, Any], self.status)))
         return writes
 
 

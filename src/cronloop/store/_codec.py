@@ -72,7 +72,18 @@ def to_micros(moment: datetime) -> int:
 
 def from_micros(micros: int) -> datetime:
     """The aware UTC datetime ``micros`` microseconds after the Unix epoch."""
-    return _EPOCH + timedelta(microseconds=micros)
+    global _last_time
+    # The rows of one write share their timestamps: the last one decoded is kept (a tuple,
+    # replaced whole, so threads reading rows at once never see half of one).
+    last = _last_time
+    if last[0] == micros:
+        return last[1]
+    moment = _EPOCH + timedelta(microseconds=micros)
+    _last_time = (micros, moment)
+    return moment
+
+
+_last_time: tuple[int, datetime] = (0, _EPOCH)
 
 
 def _optional_key(kind: str, name: str, field: str, value: object, limit: int) -> None:

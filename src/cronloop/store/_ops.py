@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import BindParameter, and_, bindparam, delete, literal, select, update
 from sqlalchemy.engine import Connection
@@ -114,12 +114,13 @@ _UPDATE_OBJECT = Prepared(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class UpdateRequest:
+class UpdateRequest(NamedTuple):
     """One validated compare-and-set write: new encoded parts of the object named.
 
     ``labels`` and ``spec`` are set for spec writes, ``status`` for status writes; the others
-    are None. ``uid`` (if not empty) must match the stored uid.
+    are None. ``uid`` (if not empty) must match the stored uid. A named tuple rather than a
+    dataclass: one goes to the writer process per updated row, and a tuple pickles several
+    times faster.
     """
 
     kind: str

@@ -31,7 +31,6 @@ import os
 import pickle
 import select
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,7 +43,6 @@ __all__ = ["WriterDied", "WriterProcess"]
 
 T = TypeVar("T")
 _HEADER = 8
-_STATS = [0.0, 0.0, 0] if os.environ.get("CRONLOOP_WRITER_STATS") else []
 
 
 class WriterDied(StoreError):
@@ -254,16 +252,6 @@ def main() -> None:
                     stop = True
                     break
                 group.append(nxt)
-            began = time.perf_counter(), time.process_time()
             results = run_group(conn, [write for _, write in group])
-            if _STATS:
-                _STATS[0] += time.perf_counter() - began[0]
-                _STATS[1] += time.process_time() - began[1]
-                _STATS[2] += 1
             _send(out, [(ident, v, e) for (ident, _), (v, e) in zip(group, results, strict=True)])
     engine.dispose()
-    if _STATS:
-        sys.stderr.write(
-            f"writer process: {_STATS[2]} groups, {_STATS[0]:.2f} s in groups, "
-            f"{_STATS[1]:.2f} s CPU, {time.process_time():.2f} s CPU in all\n"
-        )

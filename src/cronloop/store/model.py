@@ -100,6 +100,27 @@ class StoredObject:
         """``Kind "name"``, the way errors and logs name the object."""
         return f'{self.kind} "{self.name}"'
 
+    def with_status(self, status: JSONObject) -> StoredObject:
+        """This object with ``status`` in place of its status (the input of a status write).
+
+        Equal to ``dataclasses.replace(obj, status=status)``, at half the cost: controllers
+        make one per status they write.
+        """
+        return StoredObject(
+            self.kind,
+            self.name,
+            spec=self.spec,
+            status=status,
+            labels=self.labels,
+            owner_uid=self.owner_uid,
+            unique_key=self.unique_key,
+            uid=self.uid,
+            resource_version=self.resource_version,
+            generation=self.generation,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Batch:
