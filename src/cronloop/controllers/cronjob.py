@@ -139,18 +139,54 @@ class RunStarter(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class _Compiled:
-    """What passes need from one version (uid, generation) of a CronJob, worked out once."""
+class _RunTemplate:
+    """What every run of one CronJob version is filled in from."""
 
-    cronjob: CronJob
-    schedule: Schedule
-    created: datetime
     #: The stored spec of its runs (the job template, annotations included).
     job_spec: dict[str, Any]
     #: Its runs' sub-jobs, or None for targets known only at run time (a selector).
     fan_out: FanOutTemplate | None
     #: The stored status of a new run, but for its start and scheduled times.
     run_status: dict[str, Any]
+
+
+@dataclass(slots=True, eq=False)
+class _Compiled:
+    """What passes need from one version (uid, generation) of a CronJob, worked out once.
+
+    The run template is made at the first run (``runs()``): most passes only plan, and at
+    start-up every CronJob gets a pass, so making templates eagerly cost 100,000 CronJobs
+    time and memory for runs that were hours away.
+    """
+
+    cronjob: CronJob
+    schedule: Schedule
+    created: datetime
+    _runs: _RunTemplate | None = None
+
+    def runs(self) -> _RunTemplate:
+        template = self._runs
+        if template is None:
+            template = self._runs = _run_template(self.cronjob)
+        return template
+
+
+def _run_template(cronjob: CronJob) -> _RunTemplate:
+    spec = cronjob.spec
+    template = spec.job_template
+    if spec.expected_duration_seconds is not None and template.expected_duration_seconds is None:
+        template = template.model_copy(
+            update={"expected_duration_seconds": spec.expected_duration_seconds}
+        )
+    job_spec = dump_model(template)
+    job_spec[_ANNOTATIONS_KEY] = {GUARANTEE_ANNOTATION: spec.guarantee.value}
+    pending = template.targets.count
+    run_status = JobStatus(
+        counts=PhaseCounts() if pending is None else PhaseCounts(pending=pending),
+        cron_job=ObjectRef(name=cronjob.metadata.name, uid=cronjob.metadata.uid),
+    )
+    # fan_out is None for a selector: the run's Job controller fails it at fan-out.
+    return _RunTemplate(job_spec, FanOutTemplate.of(template), dump_model(run_status))
 
 
 @dataclass(slots=True, eq=False)
@@ -307,31 +343,10 @@ class CronJobController:
             return found
         cronjob = typed(obj, CronJob)
         created = cronjob.metadata.creation_timestamp or self._clock.now()
-        spec = cronjob.spec
-        template = spec.job_template
-        if (
-            spec.expected_duration_seconds is not None
-            and template.expected_duration_seconds is None
-        ):
-            template = template.model_copy(
-                update={"expected_duration_seconds": spec.expected_duration_seconds}
-            )
-        job_spec = dump_model(template)
-        job_spec[_ANNOTATIONS_KEY] = {GUARANTEE_ANNOTATION: spec.guarantee.value}
-        # None for a selector: the run's Job controller fails it at fan-out.
-        fan_out = FanOutTemplate.of(template)
-        pending = template.targets.count
-        run_status = JobStatus(
-            counts=PhaseCounts() if pending is None else PhaseCounts(pending=pending),
-            cron_job=ObjectRef(name=obj.name, uid=obj.uid),
-        )
         compiled = _Compiled(
             cronjob=cronjob,
-            schedule=spec.parsed_schedule(anchor=created),
+            schedule=cronjob.spec.parsed_schedule(anchor=created),
             created=created,
-            job_spec=job_spec,
-            fan_out=fan_out,
-            run_status=dump_model(run_status),
         )
         self._compiled[key] = compiled
         while len(self._compiled) > _COMPILED_LIMIT:
@@ -435,7 +450,7 @@ class CronJobController:
         It starts now, with every target pending: the status its Job controller would
         otherwise write right after the fan-out, one write per run saved.
         """
-        compiled = cron_pass.compiled
+        compiled = cron_pass.compiled.runs()
         status = {
             **compiled.run_status,
             "startTime": json_time(now),
@@ -472,7 +487,7 @@ class CronJobController:
         return StoredObject(
             "Job",
             run_name(name, scheduled),
-            spec=cron_pass.compiled.job_spec,
+            spec=cron_pass.compiled.runs().job_spec,
             status=status,
             labels={CRONJOB_LABEL: name},
             owner_uid=uid,
