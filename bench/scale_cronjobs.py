@@ -275,9 +275,13 @@ def _check_equivalent(
 
 
 def _rss() -> int:
+    """Resident memory of this process and its children (cronloop's writer process)."""
     import psutil
 
-    return int(psutil.Process().memory_info().rss)
+    me = psutil.Process()
+    return int(me.memory_info().rss) + sum(
+        int(child.memory_info().rss) for child in me.children(recursive=True)
+    )
 
 
 def _cpu() -> float:
@@ -306,7 +310,8 @@ async def _child_cronloop(
     from cronloop.sync import PrometheusMetricsProvider
 
     marks = {"imported": time.time()}
-    store = await open_store(db)
+    # As ``cronloop up`` runs it: the writer in its own process, the collector settled.
+    store = await open_store(db, writer="process")
     marks["store_open"] = time.time()
     runtimes: dict[str, Runtime] = {"inline": InlineRuntime(), "process": ProcessRuntime()}
     manager = Manager(
@@ -314,6 +319,7 @@ async def _child_cronloop(
         runtimes,
         log_dir=db.parent / "logs",
         metrics=PrometheusMetricsProvider(registry=CollectorRegistry()),
+        tune_gc=True,
     )
     # The Manager has no public accessor for its controllers' statistics; the CronJob
     # controller's counters and queue are the only honest witness of start-up.
@@ -482,7 +488,10 @@ def _child_main(argv: Sequence[str]) -> None:
         os._exit(0)
 
     if args.subject == "cronloop":
-        asyncio.run(_child_cronloop(args.db, args.n, args.idle, args.settle, emit))
+        from cronloop.cli.eventloop import loop_factory
+
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:  # uvloop, as in `up`
+            runner.run(_child_cronloop(args.db, args.n, args.idle, args.settle, emit))
         raise RuntimeError("the cronloop subject returned without a result")
     if args.subject == "floor":
         emit(asyncio.run(_child_floor(args.db, args.n, args.idle)))

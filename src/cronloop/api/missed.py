@@ -227,17 +227,20 @@ def plan_for_cronjob(
     *,
     max_listed: int = DEFAULT_MAX_LISTED,
     status: CronJobStatus | None = None,
+    schedule: Schedule | None = None,
 ) -> MissedRunPlan:
     """:func:`plan_missed_runs` with every setting taken from ``cronjob``.
 
     The creation timestamp is the cursor of a CronJob that never ran and anchors ``@every``
     schedules; a CronJob without one is planned from ``now`` (nothing is due yet). ``status``,
-    when given, is used instead of ``cronjob.status`` (a newer one).
+    when given, is used instead of ``cronjob.status`` (a newer one); ``schedule``, when
+    given, is the CronJob's parsed schedule (``spec.parsed_schedule(anchor=created)``), which
+    a caller that keeps it need not have parsed again.
     """
     created = cronjob.metadata.creation_timestamp or now
     spec = cronjob.spec
     return plan_missed_runs(
-        spec.parsed_schedule(anchor=created),
+        schedule or spec.parsed_schedule(anchor=created),
         last_schedule_time=(status or cronjob.status).last_schedule_time,
         created=created,
         now=now,

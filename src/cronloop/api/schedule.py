@@ -152,7 +152,25 @@ def _all_values(field: list[int | str], low: int, high: int) -> list[int]:
     return sorted({int(v) for v in field})
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=16_384)
+def _checked_cron(expression: str, text: str) -> _Cron:
+    """The matcher of the cron expression ``text`` (``expression`` normalised), its fields
+    checked first. Remembered: every read of a CronJob validates its schedule, so one
+    CronJob's expression is parsed several times per reconcile. A failed check raises and
+    is not cached."""
+    fields = text.split(" ")
+    if len(fields) not in (5, 6):
+        raise ScheduleError(
+            f"invalid cron expression {expression!r} (expected 5 fields 'minute hour "
+            f"day-of-month month day-of-week' or 6 with seconds first, got {len(fields)})"
+        )
+    specs = _FIELDS if len(fields) == 6 else _FIELDS[1:]
+    for spec, field in zip(specs, fields, strict=True):
+        _check_field(expression, spec, field)
+    return _cron(expression, tuple(fields))
+
+
+@functools.lru_cache(maxsize=16_384)
 def _cron(expression: str, fields: tuple[str, ...]) -> _Cron:
     """One shared, thread-safe matcher per expression: building one costs ~1 ms (croniter
     parses and probes it), and a scheduler reads the same few expressions over and over.
@@ -430,16 +448,7 @@ class Schedule:
                     f"{', '.join(sorted(MACROS))}, '@every <duration>' or '@at <instant>')"
                 )
             text = MACROS[text]
-        fields = text.split(" ")
-        if len(fields) not in (5, 6):
-            raise ScheduleError(
-                f"invalid cron expression {expression!r} (expected 5 fields 'minute hour "
-                f"day-of-month month day-of-week' or 6 with seconds first, got {len(fields)})"
-            )
-        specs = _FIELDS if len(fields) == 6 else _FIELDS[1:]
-        for spec, field in zip(specs, fields, strict=True):
-            _check_field(expression, spec, field)
-        return cls(expression, zone, _cron(expression, tuple(fields)), None, EPOCH)
+        return cls(expression, zone, _checked_cron(expression, text), None, EPOCH)
 
     def __repr__(self) -> str:
         return f"Schedule({self.expression!r}, {self.tz.key!r})"

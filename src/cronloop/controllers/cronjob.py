@@ -397,7 +397,7 @@ class CronJobController:
     def _planner(compiled: _Compiled, status: CronJobStatusRecord, now: datetime) -> MissedRunPlan:
         """:func:`plan_for_cronjob` on the stored status."""
         model = CronJobStatus.model_validate(status)
-        return plan_for_cronjob(compiled.cronjob, now, status=model)
+        return plan_for_cronjob(compiled.cronjob, now, status=model, schedule=compiled.schedule)
 
     def _decide(self, cron_pass: _Pass, now: datetime) -> None:
         spec = cron_pass.compiled.cronjob.spec
