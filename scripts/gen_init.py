@@ -17,10 +17,11 @@ def main() -> None:
     root = Path("src") / Path(*package.split("."))
     init = root / "__init__.py"
     doc = ast.get_docstring(ast.parse(init.read_text())) if init.exists() else None
-    modules = order or sorted(
-        p.stem for p in root.glob("*.py") if not p.stem.startswith("_")
-    )
-    lines = [f'"""{doc}\n"""\n' if doc else f'"""{package}."""\n', "from __future__ import annotations\n"]
+    modules = order or sorted(p.stem for p in root.glob("*.py") if not p.stem.startswith("_"))
+    lines = [
+        f'"""{doc}\n"""\n' if doc else f'"""{package}."""\n',
+        "from __future__ import annotations\n",
+    ]
     names: list[str] = []
     for mod in modules:
         tree = ast.parse((root / f"{mod}.py").read_text())
