@@ -83,3 +83,24 @@ async def test_a_dead_writer_fails_writes_instead_of_hanging(tmp_path: Path) -> 
         assert [o.name for o in (await store.list("Job")).items] == ["before"]
     finally:
         await store.close()
+
+
+@pytest.mark.slow
+async def test_the_writer_outlives_a_signal_to_the_process_group(tmp_path: Path) -> None:
+    """Ctrl-C or a service manager's SIGTERM reaches the writer too; the parent decides when it
+    ends, so writes after the signal still commit."""
+    store = await SQLiteStore.open(tmp_path / "signalled.db", writer="process")
+    try:
+        process = store._writer._process  # type: ignore[union-attr]
+        assert process is not None
+        await store.create(StoredObject("Job", "before"))
+        os.kill(process.pid, signal.SIGINT)
+        os.kill(process.pid, signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await store.create(StoredObject("Job", "after"))
+        assert process.returncode is None
+        names = [o.name for o in (await store.list("Job")).items]
+        assert sorted(names) == ["after", "before"]
+    finally:
+        await store.close()
+    assert process.returncode == 0

@@ -30,6 +30,7 @@ import contextlib
 import os
 import pickle
 import select
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -215,6 +216,11 @@ def _send(out: Any, obj: object) -> None:
 def main() -> None:
     """The writer process: open the connection, then run groups of writes until told to stop
     or until stdin closes."""
+    # A terminal's Ctrl-C and a service manager's SIGTERM reach the whole process group; the
+    # parent handles them and then closes the pipe, and this process must outlive that long
+    # enough to finish the writes the parent still sends. It ends on EOF (SIGKILL still works).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     frames = _Frames(sys.stdin.fileno())
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write into the protocol
