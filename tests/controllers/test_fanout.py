@@ -13,10 +13,14 @@ from hypothesis import strategies as st
 
 from cronloop.api import (
     Attempt,
+    CronJob,
+    CronJobSpec,
+    Guarantee,
     JobSpec,
     JobStatus,
     ObjectMeta,
     ObjectRef,
+    PhaseCounts,
     StepName,
     SubJob,
     SubJobSpec,
@@ -31,6 +35,7 @@ from cronloop.controllers import (
     plan_fan_out,
     to_stored,
 )
+from cronloop.controllers.cronjob import GUARANTEE_ANNOTATION, _run_template
 from cronloop.store import StoredObject, new_uid
 
 SPECS = {
@@ -126,3 +131,46 @@ def test_selector_targets_have_no_template() -> None:
 def test_json_time_is_the_models_own_form(moment: datetime) -> None:
     dumped = dump_model(JobStatus(start_time=moment))
     assert json_time(moment) == dumped["startTime"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        *SPECS.values(),
+        "targets: {selector: {matchLabels: {a: b}}}\nmain: {runtime: inline, callable: 'p:f'}",
+    ],
+    ids=[*SPECS.keys(), "selector"],
+)
+@pytest.mark.parametrize("expected_duration", [None, 30.0])
+def test_a_run_template_is_what_the_models_dump(body: str, expected_duration: float | None) -> None:
+    job_spec = _job_spec(body)
+    cronjob = CronJob(
+        metadata=ObjectMeta(name="nightly", uid=new_uid()),
+        spec=CronJobSpec(
+            schedule="@hourly",
+            job_template=job_spec,
+            expected_duration_seconds=expected_duration,
+            guarantee=Guarantee.AT_MOST_ONCE,
+        ),
+    )
+    template = _run_template(cronjob)
+    spec = job_spec
+    if expected_duration is not None:
+        spec = spec.model_copy(update={"expected_duration_seconds": expected_duration})
+    assert template.job_spec == {
+        **dump_model(spec),
+        "__annotations__": {GUARANTEE_ANNOTATION: "AtMostOnce"},
+    }
+    pending = spec.targets.count
+    status = JobStatus(
+        counts=PhaseCounts() if pending is None else PhaseCounts(pending=pending),
+        cron_job=ObjectRef(name="nightly", uid=cronjob.metadata.uid or ""),
+    )
+    assert template.run_status == dump_model(status)
+    # What every run is filled in from stays as it was made.
+    assert _run_template(cronjob).run_status == template.run_status
+    if spec.targets.selector is None:
+        assert template.fan_out is not None
+        assert template.fan_out.spec == spec
+    else:
+        assert template.fan_out is None

@@ -27,6 +27,7 @@ with their reason, and all of them in the CronJob's counters.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -179,14 +180,24 @@ def _run_template(cronjob: CronJob) -> _RunTemplate:
             update={"expected_duration_seconds": spec.expected_duration_seconds}
         )
     job_spec = dump_model(template)
+    fan_out = FanOutTemplate.of(template, job_spec)
     job_spec[_ANNOTATIONS_KEY] = {GUARANTEE_ANNOTATION: spec.guarantee.value}
-    pending = template.targets.count
-    run_status = JobStatus(
-        counts=PhaseCounts() if pending is None else PhaseCounts(pending=pending),
-        cron_job=ObjectRef(name=cronjob.metadata.name, uid=cronjob.metadata.uid),
-    )
+    # A new run's status, as JobStatus(counts=..., cron_job=...) dumps it, from a dump kept
+    # per target count: one model per CronJob cost more than the rest of its one-shot run.
+    run_status = dict(_new_run_status(template.targets.count))
+    warnings = run_status.pop("warnings")
+    run_status["cronJob"] = {"name": cronjob.metadata.name, "uid": cronjob.metadata.uid}
+    run_status["warnings"] = warnings
     # fan_out is None for a selector: the run's Job controller fails it at fan-out.
-    return _RunTemplate(job_spec, FanOutTemplate.of(template), dump_model(run_status))
+    return _RunTemplate(job_spec, fan_out, run_status)
+
+
+@functools.lru_cache(maxsize=256)
+def _new_run_status(pending: int | None) -> dict[str, Any]:
+    """The stored status of a new run with ``pending`` targets (None: known at run time), but
+    for its CronJob; shared, so never changed in place."""
+    counts = PhaseCounts() if pending is None else PhaseCounts(pending=pending)
+    return dump_model(JobStatus(counts=counts))
 
 
 @dataclass(slots=True, eq=False)

@@ -13,6 +13,7 @@ says how its runtime will start it, for first attempts and for retries alike.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,6 @@ from cronloop.api import (
     Attempt,
     InlineStep,
     JobSpec,
-    ObjectRef,
     ProcessStep,
     RetryPolicy,
     Step,
@@ -198,44 +198,60 @@ class FanOutTemplate:
     targets: tuple[_Target, ...]
 
     @classmethod
-    def of(cls, spec: JobSpec) -> FanOutTemplate | None:
+    def of(cls, spec: JobSpec, stored: dict[str, Any] | None = None) -> FanOutTemplate | None:
         """The template of ``spec``, or None when its targets are a selector (known only at
-        run time, against the agents)."""
+        run time, against the agents).
+
+        ``stored`` is ``spec`` as stored (:func:`dump_model`), when the caller has it already.
+        The sub-jobs' stored specs are put together from its parts rather than dumped from a
+        ``SubJobSpec`` per target: a step dumps the same wherever it sits, and building and
+        validating the models was most of the cost of a one-shot CronJob's first (and only)
+        run. tests/controllers/test_fanout.py checks the result against the models.
+        """
         if spec.targets.selector is not None:
             return None
         names = spec.targets.resolve()
-        first = StepName.PREPARE if spec.prepare is not None else StepName.MAIN
-        placeholder = ObjectRef(name="x", uid="x")
+        if stored is None:
+            stored = dump_model(spec)
+        parts = {key: stored[key] for key in _STEP_KEYS if key in stored}
+        sharded = spec.targets.shards is not None
+        main = StepPlan.of(StepName.MAIN, spec.main)
+        prepare = None if spec.prepare is None else StepPlan.of(StepName.PREPARE, spec.prepare)
+        first = prepare or main
+        status = _first_status(first.step)
         targets = []
         for index, target in enumerate(names):
-            sub_spec = SubJobSpec(
-                job=placeholder,
-                target=target,
-                shard_index=index if spec.targets.shards is not None else None,
-                prepare=spec.prepare,
-                main=spec.main,
-                retries=spec.retries,
-            )
-            stored_spec = dump_model(sub_spec)
-            del stored_spec["job"]
-            status = SubJobStatus(
-                attempts=(Attempt(number=1, step=first),), session_id="x", report_sequence=0
-            )
-            main = step_plan(sub_spec, StepName.MAIN)
-            prepare = None if spec.prepare is None else step_plan(sub_spec, StepName.PREPARE)
+            stored_spec: dict[str, Any] = {"target": target}
+            if sharded:
+                stored_spec["shardIndex"] = index
+            stored_spec.update(parts)
             targets.append(
                 _Target(
                     target=target,
-                    shard_index=sub_spec.shard_index,
+                    shard_index=index if sharded else None,
                     spec=stored_spec,
-                    status=dump_model(status),
-                    first=prepare or main,
+                    status=status,
+                    first=first,
                     prepare=prepare,
                     main=main,
                     retries=spec.retries,
                 )
             )
         return cls(spec, tuple(targets))
+
+
+#: What a sub-job's stored spec takes from its job's, in the order ``SubJobSpec`` dumps them.
+_STEP_KEYS = ("prepare", "main", "retries")
+
+
+@functools.cache
+def _first_status(first: StepName) -> dict[str, Any]:
+    """The stored status of a new sub-job whose attempt 1 runs step ``first``, but for the
+    session and runtime record each run fills in (shared: never changed in place)."""
+    status = SubJobStatus(
+        attempts=(Attempt(number=1, step=first),), session_id="x", report_sequence=0
+    )
+    return dump_model(status)
 
 
 @dataclass(frozen=True)
