@@ -130,7 +130,7 @@ def test_the_documented_schedule_error() -> None:
             ("name: nightly", "name: Nightly"),
             "metadata.name: name 'Nightly' must consist of lower-case letters",
         ),
-        (("name: nightly", "name: " + "n" * 53), "(at most 52)"),
+        (("name: nightly", "name: " + "n" * 53), "metadata.name: name '" + "n" * 53),
         (
             ("apiVersion: cronloop.dev/v1", "apiVersion: batch/v1"),
             "apiVersion: must be 'cronloop.dev/v1'",
@@ -174,7 +174,7 @@ def test_cronjob_errors_name_the_field(edit: tuple[str, str], expected: str) -> 
         ),
         (
             "main: {runtime: inline, callable: 'a:b'}\ntargets: [eu, us, eu]",
-            "target names must be unique (repeated: eu)",
+            "spec.targets.names: target names must be unique (repeated: eu)",
         ),
         (
             "main: {runtime: inline, callable: 'a:b'}\ntargets: [EU]",
@@ -208,22 +208,22 @@ def test_cronjob_errors_name_the_field(edit: tuple[str, str], expected: str) -> 
                 "main: {runtime: inline, callable: 'a:b'}\n"
                 "retries: {backoffSeconds: 10, maxBackoffSeconds: 5}"
             ),
-            "maxBackoffSeconds (5) must be at least backoffSeconds (10)",
+            "spec.retries.maxBackoffSeconds: must be at least backoffSeconds (10), got 5",
         ),
         (
             "main: {runtime: inline, callable: 'a:b'}\nsuccessPolicy: {mode: AtLeast}",
-            "n is required when mode is AtLeast",
+            "spec.successPolicy.n: required when mode is AtLeast",
         ),
         (
             "main: {runtime: inline, callable: 'a:b'}\nsuccessPolicy: {mode: All, n: 2}",
-            "n is only allowed when mode is AtLeast",
+            "spec.successPolicy.n: only allowed when mode is AtLeast",
         ),
         (
             (
                 "main: {runtime: inline, callable: 'a:b'}\n"
                 "targets: [a, b]\nsuccessPolicy: {mode: AtLeast, n: 3}"
             ),
-            "successPolicy.n (3) exceeds the number of targets (2)",
+            "spec.successPolicy.n: must not exceed the number of targets (2), got 3",
         ),
         (
             "main: {runtime: inline, callable: 'a:b'}\ntimeoutSeconds: 0",

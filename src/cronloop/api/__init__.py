@@ -77,6 +77,7 @@ from cronloop.api.resource import (
     dump,
     dump_yaml,
     load_resources,
+    load_sources,
     parse_resource,
 )
 from cronloop.api.schedule import (
@@ -152,6 +153,7 @@ __all__ = [
     "dump",
     "dump_yaml",
     "load_resources",
+    "load_sources",
     "parse_duration",
     "parse_resource",
     "parse_time_zone",

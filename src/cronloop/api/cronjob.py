@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from cronloop.api._errors import field_error
 from cronloop.api.job import JobSpec
 from cronloop.api.meta import (
     API_VERSION,
@@ -132,7 +133,10 @@ class CronJob(ApiModel):
     @field_validator("metadata")
     @classmethod
     def _check_name(cls, metadata: ObjectMeta) -> ObjectMeta:
-        validate_label_name(metadata.name, max_length=MAX_CRONJOB_NAME_LENGTH)
+        try:
+            validate_label_name(metadata.name, max_length=MAX_CRONJOB_NAME_LENGTH)
+        except ValueError as exc:  # reported at metadata.name, not metadata
+            raise field_error("ObjectMeta", ("name",), str(exc), metadata.name) from None
         return metadata
 
 

@@ -12,11 +12,22 @@ from __future__ import annotations
 import enum
 import functools
 import re
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import AfterValidator, Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    JsonValue,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
+from cronloop.api._errors import field_error, problem, with_problems
 from cronloop.api.meta import (
     API_VERSION,
     ApiModel,
@@ -154,7 +165,10 @@ class Targets(ApiModel):
     In YAML a plain list is accepted as shorthand for ``names``: ``targets: [eu, us, ap]``.
     """
 
-    names: tuple[TargetName, ...] | None = Field(default=None, min_length=1, max_length=10_000)
+    # Emptiness is checked by _check_names, not by min_length: pydantic-core applies
+    # min_length to the items that validated, so one bad name in a one-name list would also
+    # be reported as an empty list.
+    names: tuple[TargetName, ...] | None = Field(default=None, max_length=10_000)
     shards: int | None = Field(default=None, ge=1, le=10_000)
     selector: LabelSelector | None = None
 
@@ -165,6 +179,18 @@ class Targets(ApiModel):
             return {"names": data}
         return data
 
+    @field_validator("names")
+    @classmethod
+    def _check_names(cls, names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if names is None:
+            return names
+        if not names:
+            raise ValueError("must list at least one target")
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"target names must be unique (repeated: {', '.join(dupes)})")
+        return names
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         given = [n for n in ("names", "shards", "selector") if getattr(self, n) is not None]
@@ -173,9 +199,6 @@ class Targets(ApiModel):
                 "exactly one of names, shards or selector is required"
                 + (f" (got {', '.join(given)})" if given else "")
             )
-        if self.names is not None and len(set(self.names)) != len(self.names):
-            dupes = sorted({n for n in self.names if self.names.count(n) > 1})
-            raise ValueError(f"target names must be unique (repeated: {', '.join(dupes)})")
         return self
 
     @property
@@ -215,9 +238,12 @@ class RetryPolicy(ApiModel):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.max_backoff_seconds < self.backoff_seconds:
-            raise ValueError(
-                f"maxBackoffSeconds ({self.max_backoff_seconds:g}) must be at least "
-                f"backoffSeconds ({self.backoff_seconds:g})"
+            raise field_error(
+                "RetryPolicy",
+                ("maxBackoffSeconds",),
+                f"must be at least backoffSeconds ({self.backoff_seconds:g}), "
+                f"got {self.max_backoff_seconds:g}",
+                self.max_backoff_seconds,
             )
         return self
 
@@ -253,9 +279,14 @@ class SuccessPolicy(ApiModel):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.mode is SuccessMode.AT_LEAST and self.n is None:
-            raise ValueError("n is required when mode is AtLeast")
+            raise field_error("SuccessPolicy", ("n",), "required when mode is AtLeast", None)
         if self.mode is not SuccessMode.AT_LEAST and self.n is not None:
-            raise ValueError(f"n is only allowed when mode is AtLeast (mode is {self.mode})")
+            raise field_error(
+                "SuccessPolicy",
+                ("n",),
+                f"only allowed when mode is AtLeast (mode is {self.mode})",
+                self.n,
+            )
         return self
 
     def required(self, total: int) -> int:
@@ -280,15 +311,72 @@ class JobSpec(ApiModel):
     success_policy: SuccessPolicy = Field(default_factory=SuccessPolicy)
     expected_duration_seconds: float | None = Field(default=None, gt=0)
 
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        count = self.targets.count
-        policy = self.success_policy
-        if policy.n is not None and count is not None and policy.n > count:
-            raise ValueError(
-                f"successPolicy.n ({policy.n}) exceeds the number of targets ({count})"
-            )
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        # A wrap validator, so that n is checked against the targets even when another field
+        # (the targets themselves: a repeated name) is invalid: every problem is reported.
+        try:
+            spec = handler(data)
+        except ValidationError as exc:
+            if not isinstance(data, Mapping):
+                raise
+            policy = _alone(data, ("successPolicy", "success_policy"), SuccessPolicy)
+            n = policy.n if policy is not None else None
+            raise with_problems(exc, _n_problems(n, _declared_count(data))) from None
+        problems = _n_problems(spec.success_policy.n, spec.targets.count)
+        if problems:
+            raise ValidationError.from_exception_data("JobSpec", problems)
+        return spec
+
+
+_Model = TypeVar("_Model", bound=ApiModel)
+
+
+def _alone(
+    data: Mapping[str, Any], keys: tuple[str, ...], default: Callable[[], _Model]
+) -> _Model | None:
+    """A field (under one of ``keys``) of a spec that failed to validate, validated alone.
+
+    ``None`` if it is invalid too; an absent field is its ``default``.
+    """
+    for key in keys:
+        if key in data:
+            value = data[key]
+            break
+    else:
+        return default()
+    model = type(default())
+    if isinstance(value, model):
+        return value
+    try:
+        return model.model_validate(value)
+    except ValidationError:
+        return None
+
+
+def _declared_count(data: Mapping[str, Any]) -> int | None:
+    """How many targets a spec that failed to validate declares, if that is clear.
+
+    Valid targets have their count. Invalid named targets (a repeated or malformed name) still
+    declare one target per listed name; a bad shard count or an ambiguous mix declares none.
+    """
+    targets = _alone(data, ("targets",), _default_targets)
+    if targets is not None:
+        return targets.count
+    value = data.get("targets")
+    if isinstance(value, Mapping) and set(value) == {"names"}:
+        value = value["names"]
+    if isinstance(value, list | tuple) and value:
+        return len(value)
+    return None
+
+
+def _n_problems(n: int | None, count: int | None) -> list[InitErrorDetails]:
+    if n is None or count is None or n <= count:
+        return []
+    message = f"must not exceed the number of targets ({count}), got {n}"
+    return [problem(("successPolicy", "n"), message, n)]
 
 
 class PhaseCounts(ApiModel):
@@ -373,7 +461,10 @@ class Job(ApiModel):
     @field_validator("metadata")
     @classmethod
     def _check_name(cls, metadata: ObjectMeta) -> ObjectMeta:
-        validate_label_name(metadata.name)
+        try:
+            validate_label_name(metadata.name)
+        except ValueError as exc:  # reported at metadata.name, not metadata
+            raise field_error("ObjectMeta", ("name",), str(exc), metadata.name) from None
         return metadata
 
 

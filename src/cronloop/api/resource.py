@@ -1,14 +1,16 @@
 """Loading resources from YAML text and dumping them back, with errors that point at the field.
 
 ``load_resources`` parses multi-document YAML (rejecting duplicate keys, which PyYAML would
-otherwise silently resolve to the last one) and validates every document; every problem is
-reported as ``<source>[ (document N)]: <Kind> "<name>": <field.path>: <problem>``. Only text is
-handled here: reading files is the caller's business.
+otherwise silently resolve to the last one) and validates every document; ``load_sources`` does
+so for several texts (the files of a directory). Every problem of every document is reported,
+each as ``<source>[ (document N)]: <Kind> "<name>": <field.path>: <problem>``, in one
+:class:`ResourceError`, so that a bad directory is fixed in one round. Only text is handled
+here: reading files is the caller's business.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -25,6 +27,7 @@ __all__ = [
     "dump",
     "dump_yaml",
     "load_resources",
+    "load_sources",
     "parse_resource",
 ]
 
@@ -44,13 +47,33 @@ _MESSAGES = {
 
 
 class ResourceError(ValueError):
-    """A document that is not a valid resource; ``problems`` lists ``(field path, problem)``."""
+    """A document that is not a valid resource; ``problems`` lists ``(field path, problem)``.
+
+    ``where`` names the document (source, document number, kind and name). An error about
+    several invalid documents (see :meth:`combine`) has one ``ResourceError`` per document in
+    ``errors``, and ``where`` and ``problems`` of the first; ``str()`` is always every problem,
+    one line each.
+    """
 
     def __init__(self, where: str, problems: Sequence[tuple[str, str]]) -> None:
         self.where = where
         self.problems = tuple(problems)
+        self.errors: tuple[ResourceError, ...] = (self,)
         lines = [f"{where}: {path}: {msg}" if path else f"{where}: {msg}" for path, msg in problems]
         super().__init__("\n".join(lines))
+
+    @classmethod
+    def combine(cls, errors: Sequence[ResourceError]) -> ResourceError:
+        """One error for all of ``errors`` (a single document's error is returned as it is)."""
+        flat = tuple(e for error in errors for e in error.errors)
+        if not flat:
+            raise ValueError("combine needs at least one error")
+        if len(flat) == 1:
+            return flat[0]
+        combined = cls(flat[0].where, flat[0].problems)
+        combined.errors = flat
+        combined.args = ("\n".join(str(e) for e in flat),)
+        return combined
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -125,8 +148,9 @@ def parse_resource(data: Any, *, source: str = "<input>") -> Resource:
 def load_resources(text: str, *, source: str = "<string>") -> list[Resource]:
     """Parse every YAML document of ``text`` into a resource; empty documents are skipped.
 
-    Raises :class:`ResourceError` for the first invalid document (naming ``source``, the
-    document number when there are several, the resource and the field).
+    Raises :class:`ResourceError` naming every invalid document (``source``, the document
+    number when there are several, the resource) and every bad field of each; see
+    :meth:`ResourceError.combine`. Text that is not YAML is one problem (its line and column).
     """
     try:
         documents = list(yaml.load_all(text, Loader=_UniqueKeyLoader))
@@ -138,11 +162,36 @@ def load_resources(text: str, *, source: str = "<string>") -> list[Resource]:
         raise ResourceError(source, [("", f"invalid YAML: {exc}")]) from None
     several = len(documents) > 1
     resources: list[Resource] = []
+    errors: list[ResourceError] = []
     for index, document in enumerate(documents, start=1):
         if document is None:
             continue
         where = f"{source} (document {index})" if several else source
-        resources.append(parse_resource(document, source=where))
+        try:
+            resources.append(parse_resource(document, source=where))
+        except ResourceError as exc:
+            errors.append(exc)
+    if errors:
+        raise ResourceError.combine(errors)
+    return resources
+
+
+def load_sources(sources: Iterable[tuple[str, str]]) -> list[Resource]:
+    """The resources of every ``(source, text)`` pair, in order (see :func:`load_resources`).
+
+    Every source is validated before anything is returned: a :class:`ResourceError` names
+    every invalid document of every source, so a caller applying a directory applies all of
+    it or nothing and can report every bad file at once.
+    """
+    resources: list[Resource] = []
+    errors: list[ResourceError] = []
+    for source, text in sources:
+        try:
+            resources += load_resources(text, source=source)
+        except ResourceError as exc:
+            errors.append(exc)
+    if errors:
+        raise ResourceError.combine(errors)
     return resources
 
 

@@ -29,7 +29,7 @@ from cronloop.api import (
     ResourceError,
     SubJob,
     dump,
-    load_resources,
+    load_sources,
     parse_resource,
 )
 from cronloop.cli.client import ClientError, CronloopClient, resolve_connection
@@ -171,17 +171,22 @@ def _yaml_files(path: Path) -> list[Path]:
 
 
 def _load(path: Path) -> list[Resource]:
-    """Every resource of every YAML file at ``path``, validated; exits on the first problem."""
-    resources: list[Resource] = []
+    """Every resource of every YAML file at ``path``, validated; exits naming every problem.
+
+    Each invalid document gets its own ``error:`` line with all its bad fields.
+    """
+    sources: list[tuple[str, str]] = []
     for file in _yaml_files(path):
         try:
-            text = file.read_text()
+            sources.append((str(file), file.read_text()))
         except (OSError, UnicodeDecodeError) as exc:
             raise _fail(f"{file}: cannot read: {exc}") from None
-        try:
-            resources += load_resources(text, source=str(file))
-        except ResourceError as exc:
-            raise _fail(_one_line(exc)) from None
+    try:
+        resources = load_sources(sources)
+    except ResourceError as exc:
+        for error in exc.errors:
+            _print_error(_one_line(error))
+        raise typer.Exit(1) from None
     if not resources:
         raise _fail(f"{path}: no resources found")
     return resources
