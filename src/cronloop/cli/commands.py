@@ -486,16 +486,25 @@ def logs(
         str | None, typer.Option("--target", help="Only this target (default: all, prefixed).")
     ] = None,
     attempt: Annotated[
-        int | None, typer.Option("--attempt", help="Attempt number (default: the last).", min=1)
+        int | None,
+        typer.Option(
+            "--attempt",
+            help="Only attempt N (default: the latest run, its prepare and main steps).",
+            min=1,
+        ),
     ] = None,
     follow: Annotated[
-        bool, typer.Option("-f", "--follow", help="Keep printing until the attempt ends.")
+        bool,
+        typer.Option("-f", "--follow", help="Keep printing until the run (or attempt N) is over."),
     ] = False,
     server: ServerOption = None,
     token: TokenOption = None,
     state_dir: StateDirOption = _DEFAULT_STATE_DIR,
 ) -> None:
-    r"""Print a Job's logs (one target's, or all of them, each line prefixed \[target])."""
+    r"""Print a Job's logs: each target's latest run (prepare and main steps), or attempt N.
+
+    Without --target every target's, each line prefixed \[target].
+    """
     with _client(server, token, state_dir) as client:
         try:
             for chunk in client.logs(job, target=target, attempt=attempt, follow=follow):

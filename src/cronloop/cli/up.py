@@ -7,6 +7,10 @@ the controllers with the inline and process runtimes, serves the REST API on 127
 bearer token saved in ``<state dir>/credentials.json``, and prints every run as it changes
 phase. Ctrl-C stops it gracefully: running attempts are cancelled and recorded, and AtLeastOnce
 runs interrupted this way start again on the next ``cronloop up``.
+
+One ``cronloop up`` at a time owns a state directory: it holds an exclusive ``flock`` on
+``<state dir>/up.lock`` for as long as it runs (the kernel releases it when the process dies,
+``kill -9`` included), and a second one on the same directory stops before it touches anything.
 """
 
 from __future__ import annotations
@@ -14,14 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import logging
+import os
 import signal
-from collections.abc import Generator, Iterable
+import sys
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
+import typer
 import uvicorn
 from prometheus_client import CollectorRegistry
 from rich.console import Console
@@ -33,18 +42,31 @@ from cronloop.controllers import (
     AdmissionController,
     AdmissionLimits,
     Manager,
+    phase_of,
     to_stored,
     typed,
 )
 from cronloop.runtimes import InlineRuntime, ProcessRuntime, Runtime
 from cronloop.server import create_app
 from cronloop.server.auth import load_or_create_credentials
-from cronloop.store import Store, StoreError, open_store
+from cronloop.store import EventType, Store, StoredObject, StoreError, WatchEvent, open_store
 from cronloop.sync import PrometheusMetricsProvider
 
-__all__ = ["UpOptions", "apply_spec_dir", "serve"]
+__all__ = [
+    "LOCK_FILE",
+    "RunPrinter",
+    "StateDirInUse",
+    "UpOptions",
+    "apply_spec_dir",
+    "hold_state_dir",
+    "serve",
+    "up_console",
+]
 
 logger = logging.getLogger(__name__)
+
+#: The file in the state directory that the running ``cronloop up`` holds locked.
+LOCK_FILE = "up.lock"
 
 _PHASE_STYLE = {
     Phase.PENDING: "dim",
@@ -154,33 +176,111 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+class StateDirInUse(Exception):
+    """Another ``cronloop up`` runs on this state directory."""
+
+
+def _holder(fd: int) -> int | None:
+    """The pid the lock file names (its holder writes it once it has the lock)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+@contextlib.contextmanager
+def hold_state_dir(state: Path) -> Iterator[None]:
+    """Hold ``state`` for this process: an exclusive ``flock`` on ``<state>/up.lock``.
+
+    :raises StateDirInUse: another process holds it (naming its pid when the file does).
+    """
+    state.mkdir(parents=True, exist_ok=True)
+    # O_CLOEXEC: attempts and the store's writer are spawned children; one that outlived this
+    # process must not keep the directory locked.
+    fd = os.open(state / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _holder(fd)
+            by = f"pid {pid}" if pid is not None else "pid unknown"
+            raise StateDirInUse(
+                f"state directory {state} is in use by another `cronloop up` ({by}): stop it "
+                "first, or give this one another --state-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def up_console(file: TextIO | None = None) -> Console:
+    """The console ``cronloop up`` prints to; lines are never wrapped (a terminal wraps them
+    itself, and a redirected log must keep one line per event)."""
+    return Console(file=file, soft_wrap=True)
+
+
 def _when(value: datetime | None) -> str:
     return value.astimezone().strftime("%H:%M:%S") if value else "-"
 
 
-async def _print_runs(store: Store, console: Console) -> None:
-    """One line per run phase change: the newcomer's view of jobs firing."""
-    last: dict[str, Phase] = {}
-    warned: dict[str, int] = {}
-    revision = await store.current_revision()
-    async for event in store.watch(kinds=("Job", "SubJob"), from_revision=revision):
+class RunPrinter:
+    """One line per run phase change, the newcomer's view of jobs firing.
+
+    Only changes are news: what :meth:`seed` is given (the runs as they were when ``up``
+    started) is never printed, nor is a deletion (pruning a finished run is not a phase
+    change).
+    """
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._last: dict[str, Phase] = {}
+        self._warned: dict[str, int] = {}
+        #: Sub-jobs already reported failed.
+        self._failed: set[str] = set()
+
+    def seed(self, jobs: Iterable[StoredObject], subjobs: Iterable[StoredObject]) -> None:
+        """Take the stored Jobs and SubJobs as known: what is printed next is what changes.
+
+        Read from the stored status as is: parsing every object of a big store into models
+        would cost seconds at start.
+        """
+        for job in jobs:
+            self._last[job.name] = phase_of(job.status.get("phase"))
+            self._warned[job.name] = len(job.status.get("warnings") or ())
+        for sub in subjobs:
+            if phase_of(sub.status.get("phase")) is Phase.FAILED:
+                self._failed.add(sub.name)
+
+    def show(self, event: WatchEvent) -> None:
+        """Print what ``event`` changed, if it is news."""
         obj = event.object
+        if event.type is EventType.DELETED:
+            self._last.pop(obj.name, None)
+            self._warned.pop(obj.name, None)
+            self._failed.discard(obj.name)
+            return
         if obj.kind == "SubJob":
             sub = typed(obj, SubJob)
-            if sub.status.phase is Phase.FAILED and last.get(obj.name) is not Phase.FAILED:
-                last[obj.name] = sub.status.phase
+            if sub.status.phase is Phase.FAILED and obj.name not in self._failed:
+                self._failed.add(obj.name)
                 attempt = sub.status.attempts[-1] if sub.status.attempts else None
                 detail = f"{attempt.reason}: {attempt.message}" if attempt else ""
-                console.print(f"    [red]{obj.name} failed[/red] {escape(detail)}")
-            continue
+                self._console.print(f"    [red]{obj.name} failed[/red] {escape(detail)}")
+            return
         job = typed(obj, Job)
         phase = job.status.phase
-        for warning in job.status.warnings[warned.get(obj.name, 0) :]:
-            console.print(f"    [yellow]warning: {escape(warning)}[/yellow]")
-        warned[obj.name] = len(job.status.warnings)
-        if last.get(obj.name) == phase:
-            continue
-        last[obj.name] = phase
+        for warning in job.status.warnings[self._warned.get(obj.name, 0) :]:
+            self._console.print(f"    [yellow]warning: {escape(warning)}[/yellow]")
+        self._warned[obj.name] = len(job.status.warnings)
+        if self._last.get(obj.name) == phase:
+            return
+        self._last[obj.name] = phase
         style = _PHASE_STYLE.get(phase, "")
         counts = job.status.counts
         total = counts.total
@@ -196,10 +296,23 @@ async def _print_runs(store: Store, console: Console) -> None:
             if job.status.scheduled_time
             else "(manual)"
         )
-        console.print(
+        self._console.print(
             f"{_when(datetime.now().astimezone())} [bold]{escape(obj.name)}[/bold] "
             f"[{style}]{phase.value}[/{style}] {progress} {escape(extra)} [dim]{scheduled}[/dim]"
         )
+
+
+async def _print_runs(store: Store, console: Console) -> None:
+    """Print every run phase change from now on (see :class:`RunPrinter`)."""
+    printer = RunPrinter(console)
+    # Listed first and watched from the listing's revision: nothing is missed, and what
+    # already was (runs finished before a restart) is not shown as if it just happened.
+    jobs = await store.list("Job")
+    subjobs = await store.list("SubJob")
+    printer.seed(jobs.items, subjobs.items)
+    revision = min(jobs.revision, subjobs.revision)
+    async for event in store.watch(kinds=("Job", "SubJob"), from_revision=revision):
+        printer.show(event)
 
 
 async def serve(
@@ -209,10 +322,23 @@ async def serve(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run the scheduler until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None)."""
-    console = console or Console()
+    """Run the scheduler until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None).
+
+    :raises StateDirInUse: another ``cronloop up`` runs on the state directory (nothing was
+        touched: no recovery, no credentials written).
+    """
+    console = console or up_console()
+    with hold_state_dir(options.state_dir):
+        await _serve(options, console, ready, stop)
+
+
+async def _serve(
+    options: UpOptions,
+    console: Console,
+    ready: asyncio.Event | None,
+    stop: asyncio.Event | None,
+) -> None:
     state = options.state_dir
-    state.mkdir(parents=True, exist_ok=True)
     log_dir = state / "logs"
     url = f"http://{options.host}:{options.port}"
     credentials = load_or_create_credentials(state, server=url)
@@ -292,8 +418,14 @@ async def serve(
 def run_up(options: UpOptions) -> None:
     """Entry point for the CLI: run :func:`serve` and map failures to a clear exit."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with (
-        contextlib.suppress(KeyboardInterrupt),
-        asyncio.Runner(loop_factory=loop_factory(options.loop)) as runner,
-    ):
-        runner.run(serve(options))
+    try:
+        with (
+            contextlib.suppress(KeyboardInterrupt),
+            asyncio.Runner(loop_factory=loop_factory(options.loop)) as runner,
+        ):
+            runner.run(serve(options))
+    except StateDirInUse as exc:
+        Console(file=sys.stderr, highlight=False, soft_wrap=True).print(
+            f"error: {exc}", markup=False
+        )
+        raise typer.Exit(1) from None

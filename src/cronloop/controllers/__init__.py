@@ -61,6 +61,12 @@ from cronloop.controllers.job import (
     LOST_RETRY_LIMIT,
     JobController,
 )
+from cronloop.controllers.logsweep import (
+    LOG_SETTLE_SECONDS,
+    SWEEP_LIMIT,
+    LogSweeper,
+    LogSweeperStatistics,
+)
 from cronloop.controllers.longrunning import (
     DurationHistory,
     LongRunningDetector,
@@ -110,9 +116,11 @@ __all__ = [
     "GUARANTEE_ANNOTATION",
     "HOST_OVERLOADED",
     "JOB_LABEL",
+    "LOG_SETTLE_SECONDS",
     "LOST_RETRY_LIMIT",
     "REPORT_LINGER",
     "SKIPPED_HISTORY_LIMIT",
+    "SWEEP_LIMIT",
     "Admission",
     "AdmissionController",
     "AdmissionLimit",
@@ -133,6 +141,8 @@ __all__ = [
     "HostSampler",
     "JobController",
     "JobStatusRecord",
+    "LogSweeper",
+    "LogSweeperStatistics",
     "LongRunningDetector",
     "LongRunningStatistics",
     "LongRunningWarning",

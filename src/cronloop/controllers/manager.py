@@ -23,6 +23,7 @@ from cronloop.controllers.clock import Clock, SystemClock
 from cronloop.controllers.cronjob import CronJobController, job_phase
 from cronloop.controllers.heap import settle_heap
 from cronloop.controllers.job import JobController
+from cronloop.controllers.logsweep import LogSweeper
 from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL
 from cronloop.runtimes import Runtime
 from cronloop.store import EventType, Expired, Store, WatchEvent
@@ -98,6 +99,8 @@ class Manager:
         self.cache = ObjectCache(_KINDS)
         view = CachedStore(store, self.cache)
         self.jobs = JobController(view, runtimes, clock=self._clock, log_dir=log_dir)
+        #: Removes the logs of deleted Jobs; fed by the change feed (see :meth:`_feed`).
+        self.logs = LogSweeper(log_dir)
         # Runs are created with their sub-jobs and started by the CronJob controller itself.
         self.cronjobs = CronJobController(
             view, clock=self._clock, starter=self.jobs, admission=admission
@@ -184,6 +187,7 @@ class Manager:
                 # Their final reports are in the inboxes: the job loop drains them.
                 self._job_loop.stop()
         finally:
+            self.logs.close()
             await self._close_runtimes()
 
     async def _close_runtimes(self) -> None:
@@ -211,9 +215,15 @@ class Manager:
                 revision = await self._list_all()
                 if self._tune_gc and not self._ready.is_set():
                     settle_heap()  # the cache is loaded: keep the collector off it
+                if not self._ready.is_set():
+                    # Logs of Jobs deleted while no feed was watching (a crash, downtime).
+                    self.logs.sweep(obj.name for obj in self.cache.objects("Job"))
                 self._ready.set()
                 async for event in self._store.watch(kinds=_KINDS, from_revision=revision):
                     obj = event.object
+                    # Every deletion, this manager's own (pruned runs) included: the feed is
+                    # the one place that sees them all.
+                    self.logs.observe(event)
                     # The very object the cache holds: a write this manager's controllers made
                     # through the cache. Whoever wrote it has told whoever needed to know.
                     if self.cache.get(obj.kind, obj.name) is not obj:

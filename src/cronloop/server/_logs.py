@@ -6,27 +6,39 @@ finds nothing new, the attempt's phase is re-read, and once it is terminal the f
 one last time and the stream ends. Polling (rather than inotify) keeps this working on every
 platform and on network file systems, at the cost of up to ``poll_interval`` of delay.
 
-Without a target every target's log is shown, each line prefixed with ``[target] ``; followed
-logs of several targets are interleaved line by line as they are written.
+Without an attempt number a target shows its latest run: the last attempt, preceded by the
+``prepare`` attempt before it when the last one runs the ``main`` step, so the output of both
+steps shows; followed, it goes on with each attempt dispatched after it (the main step after
+the prepare step, a retry) until the sub-job ends. Without a target every target's log is
+shown, each line prefixed with ``[target] ``; followed logs of several targets are interleaved
+line by line as they are written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 
 from fastapi import APIRouter, Query
 
-from cronloop.api import Attempt, Job, SubJob
+from cronloop.api import Attempt, Job, StepName, SubJob
 from cronloop.controllers.objects import typed
 from cronloop.server._context import ServerContext
 from cronloop.server._errors import ApiError
 from cronloop.server._streaming import ClosingStream, merge
 from cronloop.store import NotFound
 
-__all__ = ["MAX_LINE_BYTES", "READ_CHUNK_BYTES", "log_path", "log_router", "prefix_lines"]
+__all__ = [
+    "MAX_LINE_BYTES",
+    "READ_CHUNK_BYTES",
+    "latest_run",
+    "log_path",
+    "log_router",
+    "prefix_lines",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +70,33 @@ def log_path(ctx: ServerContext, subjob: str, attempt: Attempt) -> Path | None:
     return path
 
 
-def _pick(sub: SubJob, number: int | None) -> Attempt | None:
-    attempts = sub.status.attempts
+def _find(sub: SubJob, number: int) -> Attempt | None:
+    return next((a for a in sub.status.attempts if a.number == number), None)
+
+
+def latest_run(attempts: Sequence[Attempt]) -> list[Attempt]:
+    """The attempts of the latest run of a sub-job: the last attempt and, when it runs the
+    ``main`` step, the last ``prepare`` attempt before it (what that main step ran after)."""
+    if not attempts:
+        return []
+    last = attempts[-1]
+    if last.step is StepName.MAIN:
+        for earlier in reversed(attempts[:-1]):
+            if earlier.step is StepName.PREPARE:
+                return [earlier, last]
+    return [last]
+
+
+def _chosen(sub: SubJob, number: int | None) -> list[Attempt]:
+    """Attempt ``number`` of ``sub`` (none if it has no such attempt), or its latest run."""
     if number is None:
-        return attempts[-1] if attempts else None
-    return next((a for a in attempts if a.number == number), None)
+        return latest_run(sub.status.attempts)
+    found = _find(sub, number)
+    return [] if found is None else [found]
+
+
+def _numbers(sub: SubJob) -> str:
+    return ", ".join(str(a.number) for a in sub.status.attempts) or "none yet"
 
 
 async def prefix_lines(
@@ -86,7 +120,7 @@ async def prefix_lines(
 
 
 class _AttemptLog:
-    """Reads one sub-job's attempt log, following it if asked."""
+    """Reads one sub-job's log: attempt ``number``, or its latest run; following it if asked."""
 
     def __init__(self, ctx: ServerContext, subjob: str, number: int | None, follow: bool) -> None:
         self._ctx = ctx
@@ -107,29 +141,56 @@ class _AttemptLog:
             logger.warning("SubJob %s: log path outside the log directory", self._subjob)
             return None
 
-    async def _attempt(self) -> Attempt | None:
-        """The attempt to show; when following, waits for the first attempt to be dispatched."""
+    async def _attempts(self) -> list[Attempt]:
+        """The attempts to show; when following, waits for the first attempt to be dispatched."""
+        while True:
+            sub = await self._sub()
+            if sub is None:
+                return []
+            chosen = _chosen(sub, self._number)
+            if chosen or not self._follow or sub.status.phase.terminal:
+                return chosen
+            await asyncio.sleep(self._ctx.poll_interval)
+
+    async def _next(self, after: int) -> Attempt | None:
+        """The attempt dispatched after attempt ``after``; None once the sub-job ends (or goes)
+        without one."""
         while True:
             sub = await self._sub()
             if sub is None:
                 return None
-            attempt = _pick(sub, self._number)
-            if attempt is not None or not self._follow or sub.status.phase.terminal:
-                return attempt
+            later = next((a for a in sub.status.attempts if a.number > after), None)
+            if later is not None:
+                return later
+            if sub.status.phase.terminal:
+                return None
             await asyncio.sleep(self._ctx.poll_interval)
 
     async def _over(self, number: int) -> bool:
         sub = await self._sub()
         if sub is None:
             return True
-        attempt = _pick(sub, number)
+        attempt = _find(sub, number)
         return attempt is None or attempt.phase.terminal
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
-        """The log's bytes; with follow, until the attempt is terminal."""
-        attempt = await self._attempt()
-        if attempt is None:
+        """The log's bytes; with follow, until the attempt (or the latest run) is over."""
+        attempts = await self._attempts()
+        for attempt in attempts:
+            async with contextlib.aclosing(self._read(attempt)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        if not (self._follow and self._number is None and attempts):
             return
+        last = attempts[-1].number
+        while (following := await self._next(last)) is not None:
+            async with contextlib.aclosing(self._read(following)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+            last = following.number
+
+    async def _read(self, attempt: Attempt) -> AsyncGenerator[bytes, None]:
+        """One attempt's bytes; with follow, until that attempt is terminal."""
         path = self._path(attempt)
         if path is None:
             return
@@ -178,24 +239,27 @@ def log_router(ctx: ServerContext) -> APIRouter:
                 raise ApiError(404, f'Job "{name}" has no target {target!r} (targets: {known})')
             subs = chosen
         if attempt is not None:
-            with_attempt = [s for s in subs if _pick(s, attempt) is not None]
-            if target is not None and not with_attempt:
-                sub = subs[0]
-                numbers = ", ".join(str(a.number) for a in sub.status.attempts) or "none yet"
-                raise ApiError(
-                    404,
-                    f'SubJob "{sub.metadata.name}" has no attempt {attempt} (attempts: {numbers})',
-                )
+            with_attempt = [s for s in subs if _find(s, attempt) is not None]
+            if not with_attempt:
+                raise ApiError(404, _no_attempt(name, subs, attempt))
             subs = with_attempt  # without a target, targets lacking that attempt are left out
         for sub in subs:
-            chosen_attempt = _pick(sub, attempt)
-            if chosen_attempt is not None:
+            for chosen_attempt in _chosen(sub, attempt):
                 log_path(ctx, sub.metadata.name, chosen_attempt)  # 403 before streaming
         return ClosingStream(
             _body(ctx, subs, target, attempt, follow), media_type="text/plain; charset=utf-8"
         )
 
     return router
+
+
+def _no_attempt(job: str, subs: Sequence[SubJob], attempt: int) -> str:
+    """The 404 message for an attempt number that no chosen sub-job has."""
+    if len(subs) == 1:
+        sub = subs[0]
+        return f'SubJob "{sub.metadata.name}" has no attempt {attempt} (attempts: {_numbers(sub)})'
+    known = "; ".join(f"{s.spec.target}: {_numbers(s)}" for s in subs) or "none yet"
+    return f'Job "{job}" has no attempt {attempt} (attempts: {known})'
 
 
 async def _subjobs(ctx: ServerContext, job: Job) -> list[SubJob]:

@@ -1,0 +1,231 @@
+"""``cronloop up``: one instance per state directory, and what it prints about runs."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cronloop.api import Phase, load_resources
+from cronloop.cli.up import LOCK_FILE, RunPrinter, StateDirInUse, hold_state_dir, up_console
+from cronloop.controllers import to_stored
+from cronloop.store import EventType, ListResult, Store, StoredObject, WatchEvent, open_store
+from tests.server.builders import set_job_status
+
+BOUND = 30.0  # seconds any process start or wait may take before the test fails
+
+_HOLDER = """
+import sys
+from pathlib import Path
+from cronloop.cli.up import hold_state_dir
+with hold_state_dir(Path(sys.argv[1])):
+    print("held", flush=True)
+    sys.stdin.read()  # until the test closes it, or kills this process
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """A process that holds ``tmp_path / "state"`` the way a running ``cronloop up`` does."""
+    state = tmp_path / "state"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(state)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "held\n"  # ends early (EOF) if it failed
+        yield process
+    finally:
+        process.kill()
+        process.wait(BOUND)
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_a_second_up_on_the_same_state_dir_refuses_and_touches_nothing(
+    tmp_path: Path, holder: subprocess.Popen[str]
+) -> None:
+    state = tmp_path / "state"
+    credentials = state / "credentials.json"
+    credentials.write_text(json.dumps({"server": "http://127.0.0.1:8086", "token": "t0"}))
+    before = sorted(p.name for p in state.iterdir())
+    port = str(_free_port())
+    result = subprocess.run(
+        [sys.executable, "-m", "cronloop.cli", "up", "--state-dir", str(state), "--port", port],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"error: state directory {state} is in use by another `cronloop up` (pid {holder.pid}): "
+        "stop it first, or give this one another --state-dir\n"
+    )
+    # No store opened (so no recovery), no credentials rewritten.
+    assert sorted(p.name for p in state.iterdir()) == before
+    assert json.loads(credentials.read_text())["server"] == "http://127.0.0.1:8086"
+
+
+def test_the_lock_goes_with_its_process_even_on_kill_9(
+    tmp_path: Path, holder: subprocess.Popen[str]
+) -> None:
+    state = tmp_path / "state"
+    with pytest.raises(StateDirInUse, match=f"pid {holder.pid}"), hold_state_dir(state):
+        pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(BOUND)
+    with hold_state_dir(state):
+        assert (state / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+
+
+def test_a_second_lock_in_one_process_is_refused_too(tmp_path: Path) -> None:
+    with (
+        hold_state_dir(tmp_path),
+        pytest.raises(StateDirInUse) as refused,
+        hold_state_dir(tmp_path),
+    ):
+        pass
+    assert str(refused.value).startswith(f"state directory {tmp_path} is in use")
+    assert f"(pid {os.getpid()})" in str(refused.value)
+    with hold_state_dir(tmp_path):  # released when the first one ended
+        pass
+
+
+def test_an_unnamed_holder_is_reported_as_unknown(tmp_path: Path) -> None:
+    with hold_state_dir(tmp_path):
+        (tmp_path / LOCK_FILE).write_text("")  # between the lock and the pid being written
+        with pytest.raises(StateDirInUse, match="pid unknown"), hold_state_dir(tmp_path):
+            pass
+
+
+# ---- the run printer -------------------------------------------------------------------------
+
+LONG = "a-run-whose-name-makes-its-phase-line-wider-than-eighty-cols"
+
+
+def _job(name: str) -> str:
+    return f"""
+apiVersion: cronloop.dev/v1
+kind: Job
+metadata: {{name: {name}}}
+spec:
+  targets: [eu, us, ap]
+  main: {{runtime: process, argv: [echo, hi]}}
+"""
+
+
+class _Output(io.StringIO):
+    """What the console printed; ``changed`` is set at every write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        self.changed.set()
+        return super().write(text)
+
+    async def wait_for(self, text: str) -> None:
+        async with asyncio.timeout(BOUND):
+            while text not in self.getvalue():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with await open_store(tmp_path / "s.db") as opened:
+        yield opened
+
+
+async def _create(store: Store, name: str) -> StoredObject:
+    (job,) = load_resources(_job(name))
+    return await store.create(to_stored(job))
+
+
+async def test_up_prints_only_what_changes_while_it_runs(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cronloop.cli.up import _print_runs
+
+    await _create(store, "finished-before")
+    await set_job_status(store, "finished-before", phase=Phase.SUCCEEDED)
+    await _create(store, "running-before")
+    await set_job_status(store, "running-before", phase=Phase.RUNNING)
+    listed = asyncio.Event()
+    original = store.list
+
+    async def list_then_tell(kind: str, **options: Any) -> ListResult:
+        result = await original(kind, **options)
+        if kind == "SubJob":
+            listed.set()
+        return result
+
+    monkeypatch.setattr(store, "list", list_then_tell)
+    output = _Output()
+    printer = asyncio.create_task(_print_runs(store, up_console(output)))
+    try:
+        async with asyncio.timeout(BOUND):
+            await listed.wait()
+        # What a restart does to runs that were already there: prune one, touch the other.
+        await store.delete("Job", "finished-before")
+        await set_job_status(store, "running-before", phase=Phase.RUNNING, reason="Touched")
+        await _create(store, LONG)
+        await set_job_status(store, LONG, phase=Phase.RUNNING)
+        await set_job_status(store, "running-before", phase=Phase.SUCCEEDED)
+        await output.wait_for("running-before Succeeded")
+    finally:
+        printer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await printer
+    lines = output.getvalue().splitlines()
+    assert [line.split()[1:3] for line in lines] == [
+        [LONG, "Pending"],
+        [LONG, "Running"],
+        ["running-before", "Succeeded"],
+    ]
+    # Whole lines, however narrow the (redirected) output's default width.
+    assert all(line.endswith("(manual)") for line in lines), lines
+
+
+async def test_the_printer_reports_a_failed_subjob_once_and_new_warnings_only(
+    store: Store,
+) -> None:
+    job = await _create(store, "warned")
+    job = await set_job_status(store, "warned", phase=Phase.RUNNING, warnings=("old warning",))
+    output = _Output()
+    printer = RunPrinter(up_console(output))
+    printer.seed([job], [])
+    printer.show(WatchEvent(EventType.MODIFIED, job, job.resource_version))
+    assert output.getvalue() == ""
+    job = await set_job_status(
+        store, "warned", phase=Phase.RUNNING, warnings=("old warning", "new warning")
+    )
+    printer.show(WatchEvent(EventType.MODIFIED, job, job.resource_version))
+    assert output.getvalue() == "    warning: new warning\n"
+    printer.show(WatchEvent(EventType.DELETED, job, job.resource_version + 1))
+    assert output.getvalue() == "    warning: new warning\n"
