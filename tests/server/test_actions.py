@@ -6,8 +6,9 @@ import asyncio
 from datetime import datetime, timedelta
 
 import httpx
+import pytest
 
-from cronloop.api import Job, Phase
+from cronloop.api import TERMINAL_PHASES, Job, Phase
 from cronloop.controllers.cronjob import CANCEL_ANNOTATION, GUARANTEE_ANNOTATION
 from cronloop.controllers.objects import CRONJOB_LABEL, typed
 from cronloop.server import CANCELLED_BY_USER, manual_run_name
@@ -125,3 +126,26 @@ async def test_cancel_of_a_finished_job_is_409(client: httpx.AsyncClient, store:
     response = await client.post(f"{API}/jobs/adhoc/cancel")
     assert response.status_code == 409
     assert response.json() == {"error": 'Job "adhoc" has already finished (Succeeded)'}
+
+
+@pytest.mark.parametrize("phase", sorted(TERMINAL_PHASES, key=str))
+async def test_cancel_of_a_job_in_any_terminal_phase_is_409(
+    client: httpx.AsyncClient, store: Store, phase: Phase
+) -> None:
+    await client.post(f"{API}/jobs", json=job_body())
+    await set_job_status(store, "adhoc", phase=phase)
+    response = await client.post(f"{API}/jobs/adhoc/cancel")
+    assert response.status_code == 409
+    assert response.json() == {"error": f'Job "adhoc" has already finished ({phase.value})'}
+
+
+async def test_cancel_of_a_job_its_cancel_already_ended_is_409(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    await client.post(f"{API}/jobs", json=job_body())
+    assert (await client.post(f"{API}/jobs/adhoc/cancel")).status_code == 200
+    # What the Job controller then writes: the annotation stays, the phase is Cancelled.
+    await set_job_status(store, "adhoc", phase=Phase.CANCELLED)
+    response = await client.post(f"{API}/jobs/adhoc/cancel")
+    assert response.status_code == 409
+    assert response.json() == {"error": 'Job "adhoc" has already finished (Cancelled)'}

@@ -22,6 +22,11 @@ A pass works on the stored form of the statuses (:mod:`cronloop.controllers.runs
 on each spec validated once (the specs of one CronJob's runs are one shared object): going
 through the typed models for every report cost more than the rest of a run.
 
+**Deletions**: the store keeps nothing of a deleted Job or SubJob, so the controller remembers
+the attempts it started, per Job name, until their terminal reports arrive; a pass that finds
+its Job gone (or, after a deletion, a sub-job gone or re-created) stops those attempts through
+their runtimes, like a cancel.
+
 Dispatch is a compare-and-set: the attempt (with a fresh session id) is recorded in the
 sub-job's status before it is started, so two dispatchers cannot both start it and a crash
 leaves a record of every attempt that may have started. After a crash,
@@ -46,6 +51,7 @@ from typing import Any, Generic, TypeVar, cast
 from pydantic import TypeAdapter
 
 from cronloop.api import (
+    TERMINAL_PHASES,
     Guarantee,
     JobSpec,
     Phase,
@@ -101,6 +107,11 @@ _FAILURES = frozenset({Phase.FAILED, Phase.TIMED_OUT, Phase.LOST, Phase.CANCELLE
 #: Failures that back off before a retry (a lost attempt is retried at once).
 _BACKED_OFF = _FAILURES - {Phase.LOST}
 _ANNOTATIONS_KEY = "__annotations__"
+#: The reason an attempt is stopped with when its Job is gone (deleted directly, with its
+#: CronJob, or pruned from the history), or when its sub-job is.
+_JOB_DELETED = "JobDeleted"
+_SUBJOB_DELETED = "SubJobDeleted"
+_NO_COUNTS = counts_record([])
 #: Distinct specs (and their steps) kept validated; one CronJob version's runs share theirs,
 #: so this bounds the runs in flight whose specs are found without validating them again (a
 #: burst of 10,000 runs of 10,000 CronJobs needs 10,000). An entry holds a reference to a
@@ -187,6 +198,15 @@ _Inbound = AttemptReport | _StartFailed
 
 
 @dataclass(slots=True, eq=False)
+class _Live:
+    """An attempt handed to its runtime whose terminal report has not arrived yet."""
+
+    start: AttemptStart
+    #: Set when its Job or sub-job is gone: a start still under way stops it at once.
+    stopping: str | None = None
+
+
+@dataclass(slots=True, eq=False)
 class _Sub:
     """One sub-job during a pass: as stored (None if the pass creates it) and as decided."""
 
@@ -268,6 +288,13 @@ class JobController:
         self._histories_loaded: set[str] = set()
         #: Reports (and refused starts) not applied yet, per job, in arrival order.
         self._inbox: dict[str, list[_Inbound]] = {}
+        #: Attempts started and not yet reported ended, per job name, by attempt id: what
+        #: must be stopped when the Job or the sub-job is found gone (the store keeps no
+        #: trace of a deleted object's attempts, and the runtimes do not know jobs).
+        self._live: dict[str, dict[str, _Live]] = {}
+        #: Jobs that lost sub-jobs (or were deleted, maybe re-created since) while some of
+        #: their attempts ran: their next pass looks for attempts nothing stored accounts for.
+        self._audit: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._warnings: dict[str, list[str]] = {}
@@ -298,7 +325,10 @@ class JobController:
         if self._loop is not None and threading.get_ident() != self._loop_thread:
             self._loop.call_soon_threadsafe(self.on_report, report)
             return
-        self._deliver(parse_attempt_id(report.attempt_id)[0], report)
+        job = parse_attempt_id(report.attempt_id)[0]
+        if report.phase in TERMINAL_PHASES:
+            self._untrack(job, report.attempt_id, report.session)
+        self._deliver(job, report)
 
     def _deliver(self, job: str, item: _Inbound) -> None:
         self._inbox.setdefault(job, []).append(item)
@@ -307,6 +337,69 @@ class JobController:
     def waiting_reports(self) -> list[str]:
         """The jobs whose inbox holds reports not applied yet."""
         return [name for name, items in self._inbox.items() if items]
+
+    # ---- deletions ----------------------------------------------------------------------------
+
+    def deleted(self, job: str) -> bool:
+        """Note that Job ``job``, or one of its sub-jobs, was deleted; returns whether its
+        attempts still run here (the caller then enqueues the job: its pass stops them)."""
+        if job not in self._live:
+            return False
+        self._audit.add(job)
+        return True
+
+    def _track(self, start: AttemptStart) -> _Live | None:
+        if isinstance(start.spec, str):
+            return None  # it fails before reaching a runtime
+        live = _Live(start)
+        self._live.setdefault(start.job, {})[start.spec.attempt_id] = live
+        return live
+
+    def _untrack(self, job: str, attempt_id: str, session: str) -> None:
+        attempts = self._live.get(job)
+        if attempts is None:
+            return
+        live = attempts.get(attempt_id)
+        # Compared by session: a stale report must not untrack a newer incarnation's attempt.
+        if live is not None and live.start.session == session:
+            del attempts[attempt_id]
+            if not attempts:
+                del self._live[job]
+
+    def _orphans(self, job: str, subs: Sequence[_Sub] | None) -> list[tuple[str, str, str]]:
+        """Stop tracking the live attempts of ``job`` that nothing stored accounts for any
+        more, and return them as stops: all of them if the Job is gone (``subs`` None), else
+        those whose sub-job is gone or now records another session (a Job deleted and
+        created again under its name)."""
+        attempts = self._live.get(job)
+        if not attempts:
+            return []
+        sessions = None if subs is None else {sub.name: sub.status.get("sessionId") for sub in subs}
+        stops: list[tuple[str, str, str]] = []
+        for ident, live in list(attempts.items()):
+            start = live.start
+            if sessions is None:
+                reason = _JOB_DELETED
+            elif start.subjob not in sessions:
+                reason = _SUBJOB_DELETED
+            elif sessions[start.subjob] != start.session:
+                reason = _JOB_DELETED
+            else:
+                continue
+            del attempts[ident]
+            live.stopping = reason
+            stops.append((start.runtime, ident, reason))
+        if not attempts:
+            del self._live[job]
+        return stops
+
+    async def _stop(self, runtime_name: str, ident: str, reason: str) -> None:
+        runtime = self._runtimes.get(runtime_name)
+        if runtime is not None:
+            # Unknown here means it ran in a previous process (recovery settles it) or has not
+            # reached its runtime yet (its start stops it).
+            with contextlib.suppress(UnknownAttemptError):
+                await runtime.cancel(ident, grace=self._kill_grace, reason=reason)
 
     def _bind_loop(self) -> None:
         if self._loop is None:
@@ -328,10 +421,12 @@ class JobController:
         stamp = json_time(now)
         passes: list[_Pass | None] = []
         outcomes: list[Result | Exception | None] = []
+        #: Attempts of jobs or sub-jobs found gone: stopped whatever becomes of the commit.
+        orphans: list[tuple[str, str, str]] = []
         for name in names:
             taken = self._inbox.pop(name, [])
             try:
-                passes.append(await self._pass(name, taken, now, stamp))
+                passes.append(await self._pass(name, taken, now, stamp, orphans))
                 outcomes.append(None)
             except Exception as exc:
                 self._restore(name, taken)
@@ -345,11 +440,37 @@ class JobController:
                 self._restore(job_pass.name, job_pass.taken)
                 self._warnings.setdefault(job_pass.name, [])[:0] = job_pass.warnings
                 outcomes[index] = done
+                if isinstance(done, NotFound):
+                    outcomes[index] = await self._vanished(job_pass, orphans)
                 continue
+            self._tell_finished(job_pass)
             outcomes[index] = await self._after_commit(job_pass)
             starts.extend(job_pass.starts)
+        for stop in orphans:
+            await self._stop(*stop)
         await self._start_all(starts)
         return outcomes
+
+    async def _vanished(
+        self, job_pass: _Pass, orphans: list[tuple[str, str, str]]
+    ) -> Result | Exception:
+        """A pass whose commit found an object gone that the cache still held (the change
+        feed had not brought the deletion yet): look again at once, quietly, unless the Job
+        itself is gone, which is the end of it."""
+        name = job_pass.name
+        try:
+            await self._store.store.get("Job", name)
+        except NotFound:
+            self._store.cache.drop("Job", name)
+            self._inbox.pop(name, None)
+            self._audit.discard(name)
+            orphans.extend(self._orphans(name, None))
+            logger.debug("job %s was deleted during its pass", name)
+            return Result()
+        # A sub-job went: the commit dropped it from the cache, so the next pass omits it.
+        self._audit.add(name)
+        logger.debug("a sub-job of %s was deleted during its pass", name)
+        return Result(requeue_after=0.0)
 
     def _restore(self, name: str, taken: list[_Inbound]) -> None:
         """Put reports back at the front of the inbox: the pass that took them failed."""
@@ -371,7 +492,9 @@ class JobController:
             )
         except Exception as error:
             if len(passes) == 1:
-                raise
+                # The caller puts the pass's reports back and retries it (raising would lose
+                # them).
+                return [error]
             # One stale pass fails the whole transaction: commit each on its own (the store
             # groups these into one transaction again, each in its own savepoint).
             singles = await asyncio.gather(
@@ -380,13 +503,10 @@ class JobController:
             )
             results: list[BatchResult | Exception] = []
             for single in singles:
-                if isinstance(single, BatchResult):
-                    self._finished_runs(single)
-                elif not isinstance(single, Exception):
+                if not isinstance(single, BatchResult | Exception):
                     raise single from error  # cancelled: not a failure of one job
                 results.append(single)
             return results
-        self._finished_runs(result)
         results = []
         created = updated = 0
         for creates, writes in plans:
@@ -409,22 +529,21 @@ class JobController:
             Batch(creates=creates, status_updates=writes, keep_uids=True)
         )
 
-    def _finished_runs(self, result: BatchResult) -> None:
-        """Tell the CronJobs whose runs this commit finished (their active runs changed)."""
-        for stored in result.status_updated:
-            if stored.kind == "Job" and phase_of(stored.status.get("phase")).terminal:
-                owner = stored.labels.get(CRONJOB_LABEL)
-                if owner is not None:
-                    self.run_finished(owner)
+    def _tell_finished(self, job_pass: _Pass) -> None:
+        """Tell the CronJob whose run this committed pass finished (its active runs changed);
+        a finished run's later passes (counts of sub-jobs settling) change nothing for it."""
+        if job_pass.status is job_pass.obj.status or not job_pass.phase.terminal:
+            return
+        if phase_of(job_pass.obj.status.get("phase")).terminal:
+            return
+        owner = job_pass.obj.labels.get(CRONJOB_LABEL)
+        if owner is not None:
+            self.run_finished(owner)
 
     async def _after_commit(self, job_pass: _Pass) -> Result | None:
         """Act on a committed pass: stop what must stop (its starts are made by the batch)."""
-        for runtime_name, ident, reason in job_pass.stops:
-            runtime = self._runtimes.get(runtime_name)
-            if runtime is not None:
-                # Unknown here means it ran in a previous process: recovery settles it.
-                with contextlib.suppress(UnknownAttemptError):
-                    await runtime.cancel(ident, grace=self._kill_grace, reason=reason)
+        for stop in job_pass.stops:
+            await self._stop(*stop)
         if job_pass.ended is not None:
             duration, success = job_pass.ended
             self._longrunning.finished(job_pass.name, duration, success=success)
@@ -433,13 +552,22 @@ class JobController:
         return Result(requeue_after=max(0.0, min(job_pass.wake)))
 
     async def _pass(
-        self, name: str, taken: list[_Inbound], now: datetime, stamp: str
+        self,
+        name: str,
+        taken: list[_Inbound],
+        now: datetime,
+        stamp: str,
+        orphans: list[tuple[str, str, str]],
     ) -> _Pass | None:
-        """Decide everything about job ``name`` (see the module docstring); write nothing."""
+        """Decide everything about job ``name`` (see the module docstring); write nothing,
+        except into ``orphans``: attempts to stop because what they ran for is gone."""
         try:
             obj = await self._store.get("Job", name)
         except NotFound:
-            return None  # deleted: its reports have nowhere to go
+            # Deleted: its reports have nowhere to go, and whatever of it still runs stops.
+            self._audit.discard(name)
+            orphans.extend(self._orphans(name, None))
+            return None
         job_pass = _Pass(
             name=name,
             obj=obj,
@@ -452,6 +580,9 @@ class JobController:
         for stored in await self._store.owned("SubJob", obj.uid):
             status = cast(SubJobStatusRecord, stored.status)
             job_pass.subs.append(_Sub(stored, stored.name, self._sub_spec(stored.spec), status))
+        if name in self._audit:
+            self._audit.discard(name)
+            orphans.extend(self._orphans(name, job_pass.subs))
         if taken:
             by_name = {sub.name: sub for sub in job_pass.subs}
             for item in taken:
@@ -465,8 +596,13 @@ class JobController:
                     logger.debug("dropping a report for %s: no such sub-job of %s", item, name)
                     continue
                 self._apply(sub, item, stamp)
-        if job_pass.phase.terminal or not self.dispatching:
-            return job_pass  # late reports still complete the attempts' records
+        if job_pass.phase.terminal:
+            # Late reports still complete the attempts' records, and the counts follow the
+            # sub-jobs (settled by the pass that ended the job, or here); the phase stays.
+            self._settle_finished(job_pass)
+            return job_pass
+        if not self.dispatching:
+            return job_pass
         if not job_pass.subs:
             try:
                 self._fan_out(job_pass)
@@ -540,7 +676,10 @@ class JobController:
         phase = aggregate_phase(job.spec.success_policy, phases, job_pass.phase)
         if phase.terminal:
             live = [sub for sub in job_pass.subs if not sub.phase.terminal]
-            self._stop_all(job_pass, live, Phase.CANCELLED, "RunFinished")
+            if live:
+                self._stop_all(job_pass, live, Phase.CANCELLED, "RunFinished")
+                # Counted as settled: nothing moves them once the job has ended.
+                phases = [sub.phase for sub in job_pass.subs]
         update: dict[str, Any] = {
             "phase": phase.value,
             "counts": counts_record(phases),
@@ -696,23 +835,37 @@ class JobController:
         """Start attempts side by side: a runtime's start returns once the attempt runs,
         which for some takes a turn of the loop."""
         if len(starts) == 1:
-            await self._start(starts[0])
+            await self._start(starts[0], self._track(starts[0]))
         elif starts:
-            await asyncio.gather(*(self._start(start) for start in starts))
+            # All tracked before any starts: a deletion seen meanwhile finds every one.
+            tracked = [self._track(start) for start in starts]
+            await asyncio.gather(
+                *(self._start(start, live) for start, live in zip(starts, tracked, strict=True))
+            )
 
-    async def _start(self, start: AttemptStart) -> None:
+    async def _start(self, start: AttemptStart, live: _Live | None) -> None:
         """Hand a recorded attempt to its runtime; a start that fails fails the attempt."""
+        spec = start.spec
         try:
             runtime = self._runtimes.get(start.runtime)
             if runtime is None:
                 raise ValueError(f"no runtime named {start.runtime!r} is configured")
-            if isinstance(start.spec, str):
-                raise ValueError(start.spec)
-            await runtime.start(start.spec, self.on_report)
+            if isinstance(spec, str):
+                raise ValueError(spec)
+            if live is not None and live.stopping is not None:
+                return  # its job went before its turn came: it never starts
+            await runtime.start(spec, self.on_report)
         except Exception as exc:  # a start that fails is the attempt's failure, not ours
-            ident = start.spec if isinstance(start.spec, str) else start.spec.attempt_id
+            ident = spec if isinstance(spec, str) else spec.attempt_id
+            if not isinstance(spec, str):
+                self._untrack(start.job, spec.attempt_id, start.session)
             logger.warning("attempt %s could not start: %s", ident, exc)
             self._deliver(start.job, _StartFailed(start.subjob, start.session, str(exc)))
+            return
+        if live is not None and live.stopping is not None:
+            # Its job went while it started: the stop may have come before the runtime
+            # knew the attempt, so it is asked again (a second stop does nothing).
+            await self._stop(start.runtime, spec.attempt_id, live.stopping)
 
     # ---- applying reports ---------------------------------------------------------------------
 
@@ -828,15 +981,27 @@ class JobController:
 
     @staticmethod
     def _finish(job_pass: _Pass, phase: Phase, reason: str, message: str) -> None:
+        """End the job (its sub-jobs are settled first: the counts are final)."""
         status = job_pass.status
         job_pass.status = with_fields(
             status,
             phase=phase.value,
             reason=reason,
             message=message,
+            counts=counts_record([sub.phase for sub in job_pass.subs]),
             startTime=status.get("startTime") or job_pass.stamp,
             completionTime=job_pass.stamp,
         )
+
+    def _settle_finished(self, job_pass: _Pass) -> None:
+        """Keep an ended job's sub-jobs and counts in line with its phase, which stays."""
+        live = [sub for sub in job_pass.subs if not sub.phase.terminal]
+        if live:  # ended by a process that stopped before settling them
+            self._stop_all(job_pass, live, Phase.CANCELLED, "RunFinished")
+        counts = counts_record([sub.phase for sub in job_pass.subs])
+        # No counts stored reads as all zeros (a skip record's), as the model's default does.
+        if job_pass.status.get("counts", _NO_COUNTS) != counts:
+            job_pass.status = with_fields(job_pass.status, counts=counts)
 
     # ---- long-running runs -----------------------------------------------------------------
 

@@ -253,9 +253,12 @@ class Manager:
                 self._cronjob_loop.enqueue(obj.name)
         elif obj.kind == "Job":
             terminal = job_phase(obj).terminal
-            if event.type is not EventType.DELETED or not terminal:
-                # New, changed (a cancel request), or deleted while it ran (its pass drops
-                # what waits for it).
+            if event.type is not EventType.DELETED:
+                self._job_loop.enqueue(obj.name)  # new, or changed (a cancel request)
+            elif self.jobs.deleted(obj.name) or not terminal:
+                # Deleted while it ran, or while attempts of it still run (a finished run
+                # pruned while its last attempts stop): its pass stops them and drops what
+                # waits for it.
                 self._job_loop.enqueue(obj.name)
             # A CronJob cares when its set of active runs changes: a run created, finished,
             # or deleted while active.
@@ -264,9 +267,11 @@ class Manager:
                 event.type is EventType.ADDED or not terminal or (event.type is EventType.MODIFIED)
             ):
                 self._cronjob_loop.enqueue(owner)
-        elif obj.kind == "SubJob" and event.type is not EventType.DELETED:
+        elif obj.kind == "SubJob":
             job = obj.labels.get(JOB_LABEL)
-            if job is not None:
+            # A deleted sub-job matters only if its attempts still run (its job's pass stops
+            # them); with its job, it goes unnoticed otherwise.
+            if job is not None and (event.type is not EventType.DELETED or self.jobs.deleted(job)):
                 self._job_loop.enqueue(job)
 
     def _enqueue_cached(self) -> None:

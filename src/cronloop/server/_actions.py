@@ -102,14 +102,17 @@ def action_router(ctx: ServerContext) -> APIRouter:
 
     @router.post("/apis/cronloop.dev/v1/jobs/{name}/cancel")
     async def cancel(name: str) -> Any:
-        """Ask the Job controller to cancel the Job; 409 if it has already finished."""
+        """Ask the Job controller to cancel the Job; 409 if it has already finished (in any
+        terminal phase, ``Cancelled`` included)."""
         for _ in range(_CAS_TRIES):
             current = await store.get("Job", name)
             job = typed(current, Job)
-            if CANCEL_ANNOTATION in job.metadata.annotations:
-                return present_stored(current)
+            # Checked first: a Job its cancel already ended has finished like any other, and
+            # cancelling a finished Job is an error whichever way it ended.
             if job.status.phase.terminal:
                 raise ApiError(409, f'Job "{name}" has already finished ({job.status.phase.value})')
+            if CANCEL_ANNOTATION in job.metadata.annotations:
+                return present_stored(current)  # asked already, not acted on yet
             annotations = {**job.metadata.annotations, CANCEL_ANNOTATION: CANCELLED_BY_USER}
             updated = job.model_copy(
                 update={"metadata": job.metadata.model_copy(update={"annotations": annotations})}
