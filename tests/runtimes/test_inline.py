@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cronloop.api.phase import Phase
-from cronloop.runtimes.base import RuntimeClosedError
+from cronloop.runtimes.base import AttemptExistsError, RuntimeClosedError
 from cronloop.runtimes.inline import InlineRuntime
 from cronloop.runtimes.report import AttemptReport, Reason
 from cronloop.runtimes.spec import InlineSettings, ProcessSettings
@@ -276,3 +276,23 @@ async def test_follow_logs_of_an_inline_attempt(
             received += chunk
     assert b"noticed the cancel" in received
     assert received == (tmp_path / "a1.log").read_bytes()
+
+
+async def test_an_attempt_id_is_started_again_only_by_another_session(
+    inline_runtime: InlineRuntime, tmp_path: Path
+) -> None:
+    # A Job deleted and made again under its name names its attempts as before.
+    first, second = Recorder(), Recorder()
+    assert (await run(inline_runtime, tmp_path, first, "add", {"a": 1, "b": 2})).phase is (
+        Phase.SUCCEEDED
+    )
+    spec = make_spec(tmp_path, InlineSettings(f"{JOBS}:add", {"a": 1, "b": 2}))
+    with pytest.raises(AttemptExistsError, match="'a1' was already started"):
+        await inline_runtime.start(spec, first)  # the same session: a double start
+    again = make_spec(tmp_path, InlineSettings(f"{JOBS}:sleep_forever", {}), session="s2")
+    await inline_runtime.start(again, second)
+    with pytest.raises(AttemptExistsError, match="'a1' was already started"):
+        await inline_runtime.start(make_spec(tmp_path, spec.settings, session="s3"), second)
+    await inline_runtime.cancel("a1", grace=0)
+    assert (await finish(inline_runtime, "a1", bound=10.0)).phase is Phase.CANCELLED
+    assert second.check("a1").phase is Phase.CANCELLED

@@ -110,6 +110,12 @@ _ANNOTATIONS_KEY = "__annotations__"
 #: The reason an attempt is stopped with when its Job is gone (deleted directly, with its
 #: CronJob, or pruned from the history), or when its sub-job is.
 _JOB_DELETED = "JobDeleted"
+#: How long an attempt recorded here may wait for its hand-over to the runtime before it is
+#: taken as never started: well beyond a commit's latency under load (seconds in a burst).
+START_LOST_AFTER = 60.0
+#: How long a recorded start, or one given up on, is remembered (then it can no longer be
+#: waiting for its commit, and nothing can still try to start it).
+_STARTS_KEPT_SECONDS = 600.0
 _SUBJOB_DELETED = "SubJobDeleted"
 _NO_COUNTS = counts_record([])
 #: Distinct specs (and their steps) kept validated; one CronJob version's runs share theirs,
@@ -195,6 +201,12 @@ class _StartFailed:
 
 
 _Inbound = AttemptReport | _StartFailed
+
+
+def _forget_before(entries: OrderedDict[str, float], bound: float) -> None:
+    """Drop the entries noted before ``bound`` (they were noted in time order)."""
+    while entries and next(iter(entries.values())) < bound:
+        entries.popitem(last=False)
 
 
 @dataclass(slots=True, eq=False)
@@ -295,6 +307,13 @@ class JobController:
         #: Jobs that lost sub-jobs (or were deleted, maybe re-created since) while some of
         #: their attempts ran: their next pass looks for attempts nothing stored accounts for.
         self._audit: set[str] = set()
+        #: Attempts recorded here (a fan-out or a dispatch) and not yet handed to their
+        #: runtime, by session: when recorded (wall seconds). One whose record committed but
+        #: whose hand-over never came (its commit raised after committing, say) would
+        #: otherwise stay Pending for the life of the process; see :meth:`_unstarted`.
+        self._recorded: OrderedDict[str, float] = OrderedDict()
+        #: Sessions taken as never started: a late hand-over of one must not start it.
+        self._abandoned: OrderedDict[str, float] = OrderedDict()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._warnings: dict[str, list[str]] = {}
@@ -349,11 +368,48 @@ class JobController:
         return True
 
     def _track(self, start: AttemptStart) -> _Live | None:
+        self._recorded.pop(start.session, None)  # handed over: it starts or fails now
         if isinstance(start.spec, str):
             return None  # it fails before reaching a runtime
         live = _Live(start)
         self._live.setdefault(start.job, {})[start.spec.attempt_id] = live
         return live
+
+    def _note_recorded(self, starts: Sequence[AttemptStart]) -> None:
+        now = self._clock.now().timestamp()
+        for start in starts:
+            self._recorded[start.session] = now
+        _forget_before(self._recorded, now - _STARTS_KEPT_SECONDS)
+
+    def _unstarted(self, job_pass: _Pass, sub: _Sub) -> float | None:
+        """For a sub-job whose attempt has not ended: if it was recorded here and never
+        handed to its runtime within :data:`START_LOST_AFTER`, it never started, so it fails
+        to start (reason StartFailed) and the retry policy takes it from there (a retry is
+        safe even under AtMostOnce: nothing ran). Returns a wake-up delay while it may still
+        be handed over."""
+        session = sub.status.get("sessionId")
+        recorded = None if session is None else self._recorded.get(session)
+        if session is None or recorded is None:
+            return None  # handed over (its reports settle it), or from a previous process
+        now = job_pass.now.timestamp()
+        if now - recorded < START_LOST_AFTER:
+            return recorded + START_LOST_AFTER - now
+        del self._recorded[session]
+        self._abandoned[session] = now
+        _forget_before(self._abandoned, now - _STARTS_KEPT_SECONDS)
+        logger.warning(
+            "attempt of %s was recorded %.0fs ago and never handed to its runtime; "
+            "failing it as not started",
+            sub.name,
+            now - recorded,
+        )
+        sub.status = self._start_failed(
+            sub.status,
+            f"recorded but never handed to its runtime within {START_LOST_AFTER:g}s "
+            "(its start was lost)",
+            job_pass.stamp,
+        )
+        return self._drive(job_pass, sub)
 
     def _untrack(self, job: str, attempt_id: str, session: str) -> None:
         attempts = self._live.get(job)
@@ -710,7 +766,9 @@ class JobController:
             if target.prepare is not None:
                 self._steps.put(target.spec["prepare"], target.prepare, StepName.PREPARE)
             self._retries.put(target.spec["retries"], target.retries)
-        return plan_fan_out(template, job=run.name, job_uid=run.uid, log_dir=self._log_dir)
+        plan = plan_fan_out(template, job=run.name, job_uid=run.uid, log_dir=self._log_dir)
+        self._note_recorded(plan.starts)
+        return plan
 
     async def start_planned(
         self, runs: Sequence[tuple[FanOutPlan, StoredObject, Sequence[StoredObject]]]
@@ -756,7 +814,7 @@ class JobController:
         last = attempts[-1]
         last_phase = phase_of(last.get("phase"))
         if not last_phase.terminal:
-            return None
+            return self._unstarted(job_pass, sub)
         step = step_of(last.get("step"))
         number = int(last.get("number", len(attempts)))
         if last_phase is Phase.SUCCEEDED:
@@ -830,6 +888,7 @@ class JobController:
             reportSequence=0,
         )
         job_pass.starts.append(start)
+        self._note_recorded((start,))
 
     async def _start_all(self, starts: Sequence[AttemptStart]) -> None:
         """Start attempts side by side: a runtime's start returns once the attempt runs,
@@ -854,6 +913,10 @@ class JobController:
                 raise ValueError(spec)
             if live is not None and live.stopping is not None:
                 return  # its job went before its turn came: it never starts
+            if self._abandoned.pop(start.session, None) is not None:
+                # Taken as never started (and failed or retried) while its commit hung.
+                self._untrack(start.job, spec.attempt_id, start.session)
+                return
             await runtime.start(spec, self.on_report)
         except Exception as exc:  # a start that fails is the attempt's failure, not ours
             ident = spec if isinstance(spec, str) else spec.attempt_id

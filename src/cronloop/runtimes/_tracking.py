@@ -354,10 +354,16 @@ class AttemptTable(Generic[_A]):
             raise ValueError(f"retain_finished must be >= 0, got {retain_finished!r}")
         self._retain = retain_finished
         self._attempts: dict[str, _A] = {}
-        self._finished: collections.deque[str] = collections.deque()
+        #: Finished attempts, oldest first; one replaced by its id's next incarnation is
+        #: skipped when it comes up for eviction.
+        self._finished: collections.deque[Attempt] = collections.deque()
 
     def add(self, attempt: _A) -> None:
-        if attempt.attempt_id in self._attempts:
+        """Track ``attempt``; a finished attempt kept under the same id is replaced only by
+        another session's (the id's next incarnation: a Job deleted and made again under its
+        old name names its attempts as before), never by its own, and a running one never."""
+        known = self._attempts.get(attempt.attempt_id)
+        if known is not None and (not known.ended or known.spec.session == attempt.spec.session):
             raise AttemptExistsError(attempt.attempt_id)
         self._attempts[attempt.attempt_id] = attempt
 
@@ -376,9 +382,11 @@ class AttemptTable(Generic[_A]):
 
     def retire(self, attempt: Attempt) -> None:
         """Note that ``attempt`` ended; forget the oldest finished ones beyond the bound."""
-        self._finished.append(attempt.attempt_id)
+        self._finished.append(attempt)
         while len(self._finished) > self._retain:
-            self._attempts.pop(self._finished.popleft(), None)
+            oldest = self._finished.popleft()
+            if self._attempts.get(oldest.attempt_id) is oldest:
+                del self._attempts[oldest.attempt_id]
 
     async def wait(self, attempt_id: str) -> AttemptReport:
         attempt = self.get(attempt_id)

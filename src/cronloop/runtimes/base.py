@@ -85,7 +85,9 @@ class Runtime(abc.ABC):
         class docstring). Cancelling the caller of :meth:`start` after the
         work was started does not orphan it: the attempt runs on and is reported as usual.
 
-        :raises AttemptExistsError: if ``spec.attempt_id`` was already started here.
+        :raises AttemptExistsError: if ``spec.attempt_id`` is running here, or finished here
+            in the same session (a double start); a finished attempt of another session
+            is replaced (the id's next incarnation, e.g. a Job made again under its name).
         :raises RuntimeClosedError: after :meth:`aclose`.
         :raises ValueError: if ``spec.settings`` are for a different runtime.
         """

@@ -1,0 +1,115 @@
+"""An attempt recorded but never handed to its runtime does not stay Pending for ever.
+
+The record of a first attempt is committed with its sub-job, and the attempt is handed to its
+runtime after the commit returns. When the commit raises although it committed (the answer
+was lost: a writer that died after its COMMIT, a caller cancelled meanwhile), the hand-over
+never comes, and before this guard the sub-job waited in Pending until the process restarted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cronloop.api import Phase
+from cronloop.controllers.job import START_LOST_AFTER
+from cronloop.store import Batch, BatchResult, StoreError
+
+from .harness import running_stack
+
+JOB = """
+apiVersion: cronloop.dev/v1
+kind: Job
+metadata: {name: lost-start}
+spec:
+  targets: [eu, us]
+  main: {runtime: inline, callable: "cronloop.demos.jobs:report"}
+  retries: {limit: 1, backoffSeconds: 1}
+"""
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("retries", [1, 0])
+async def test_a_start_lost_after_its_commit_fails_the_attempt_and_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, retries: int
+) -> None:
+    async with running_stack(tmp_path) as stack:
+        real_commit = stack.store.commit
+        lost: list[Batch] = []
+
+        async def commit_losing_the_answer(batch: Batch) -> BatchResult:
+            result = await real_commit(batch)
+            if not lost and any(obj.kind == "SubJob" for obj in batch.creates):
+                lost.append(batch)
+                raise StoreError("the writer's answer was lost after its commit")
+            return result
+
+        monkeypatch.setattr(stack.store, "commit", commit_losing_the_answer)
+        started = stack.clock.now()
+        await stack.apply(JOB.replace("limit: 1", f"limit: {retries}"))
+        job = await stack.wait_job("lost-start", within=10 * START_LOST_AFTER)
+
+        assert lost, "the fan-out's commit was never seen"
+        waited = (stack.clock.now() - started).total_seconds()
+        assert waited >= START_LOST_AFTER
+        subs = await stack.subjobs("lost-start")
+        assert len(subs) == 2
+        for sub in subs:
+            first = sub.status.attempts[0]
+            assert (first.phase, first.reason) == (Phase.FAILED, "StartFailed")
+            assert "never handed to its runtime" in (first.message or "")
+            if retries:
+                assert [a.phase for a in sub.status.attempts] == [Phase.FAILED, Phase.SUCCEEDED]
+            else:
+                assert len(sub.status.attempts) == 1
+        assert job.status.phase is (Phase.SUCCEEDED if retries else Phase.FAILED)
+
+
+CRONJOB = """
+apiVersion: cronloop.dev/v1
+kind: CronJob
+metadata: {name: lost-fire}
+spec:
+  schedule: "@every 60s"
+  jobTemplate:
+    main: {runtime: inline, callable: "cronloop.demos.jobs:report"}
+    retries: {limit: 1, backoffSeconds: 1}
+"""
+
+
+@pytest.mark.looptime
+async def test_a_scheduled_run_whose_start_was_lost_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_stack(tmp_path) as stack:
+        real_commit = stack.store.commit
+        lost: list[Batch] = []
+
+        async def commit_losing_the_answer(batch: Batch) -> BatchResult:
+            result = await real_commit(batch)
+            if not lost and any(obj.kind == "SubJob" for obj in batch.creates):
+                lost.append(batch)
+                raise StoreError("the writer's answer was lost after its commit")
+            return result
+
+        monkeypatch.setattr(stack.store, "commit", commit_losing_the_answer)
+        await stack.apply(CRONJOB)
+        # The first run falls due a minute after the CronJob was made.
+        await stack.wait_for(lambda: _true(lost), within=120)
+        (run,) = [o for o in lost[0].creates if o.kind == "Job"]
+        job = await stack.wait_job(run.name, within=10 * START_LOST_AFTER)
+        assert job.status.phase is Phase.SUCCEEDED
+        (sub,) = await stack.subjobs(run.name)
+        assert [(a.phase, a.reason) for a in sub.status.attempts] == [
+            (Phase.FAILED, "StartFailed"),
+            (Phase.SUCCEEDED, "Completed"),
+        ]
+        # One run per scheduled time: the lost answer made no second one of its time.
+        times = [j.status.scheduled_time for j in await stack.jobs("lost-fire")]
+        assert len(times) == len(set(times))
+        assert run.name in [j.metadata.name for j in await stack.jobs("lost-fire")]
+
+
+async def _true(flag: list[Batch]) -> bool:
+    return bool(flag)
