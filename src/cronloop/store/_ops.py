@@ -524,6 +524,21 @@ class BatchRows:
     status_updates: Sequence[UpdateRequest]
     deletes: Sequence[tuple[str, str]]
 
+    def __reduce__(self) -> tuple[type[BatchRows], tuple[Any, ...]]:
+        # Pickled as its fields: a slotted dataclass's default state calls
+        # dataclasses.fields() per object, and one crosses to the writer process per commit.
+        return (
+            BatchRows,
+            (
+                self.creates,
+                self.create_labels,
+                self.updates,
+                self.update_labels,
+                self.status_updates,
+                self.deletes,
+            ),
+        )
+
 
 def commit_batch(
     conn: Connection, batch: BatchRows, now: int
@@ -570,6 +585,9 @@ class BatchWrite:
 
     rows: BatchRows
     now: int
+
+    def __reduce__(self) -> tuple[type[BatchWrite], tuple[BatchRows, int]]:
+        return (BatchWrite, (self.rows, self.now))  # see BatchRows.__reduce__
 
     def __call__(self, conn: Connection) -> tuple[list[Row], list[Row], list[Row], list[Row]]:
         return commit_batch(conn, self.rows, self.now)

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cronloop.store import _ops
 from cronloop.store._engine import sqlite_engine
 from cronloop.store._writer import MAX_GROUP, run_group
 from cronloop.store.errors import StoreError
@@ -72,6 +73,44 @@ def _frame(obj: object) -> bytes:
     return len(data).to_bytes(_HEADER, "big") + data
 
 
+#: A batch on the wire: plain tuples. Pickling a class instance costs a class reference and
+#: a Python-level reduce per object (about 6 us for a batch of one status update, 0.6 us as
+#: tuples), and a batch crosses the pipe at every commit.
+_BATCH = "batch"
+
+
+def _to_wire(write: object) -> object:
+    if type(write) is not _ops.BatchWrite:
+        return write
+    rows = write.rows
+    return (
+        _BATCH,
+        rows.creates,
+        rows.create_labels,
+        [tuple(r) for r in rows.updates],
+        rows.update_labels,
+        [tuple(r) for r in rows.status_updates],
+        rows.deletes,
+        write.now,
+    )
+
+
+def _from_wire(sent: Any) -> Any:
+    if type(sent) is not tuple or not sent or sent[0] != _BATCH:
+        return sent
+    _, creates, create_labels, updates, update_labels, status_updates, deletes, now = sent
+    request = _ops.UpdateRequest
+    rows = _ops.BatchRows(
+        creates=creates,
+        create_labels=create_labels,
+        updates=[request(*r) for r in updates],
+        update_labels=update_labels,
+        status_updates=[request(*r) for r in status_updates],
+        deletes=deletes,
+    )
+    return _ops.BatchWrite(rows, now)
+
+
 class WriterProcess:
     """The parent's end: submit writes, get their results (the interface of the thread)."""
 
@@ -90,6 +129,9 @@ class WriterProcess:
         self._next_id = 0
         self._reader: asyncio.Task[None] | None = None
         self._ended: BaseException | None = None
+        #: Frames submitted in this turn of the loop, written together at its end: one
+        #: system call instead of one per write, and the writer sees them as one group.
+        self._outgoing: list[bytes] = []
 
     async def wait_ready(self) -> None:
         """Start the process and open its connection; raise what opening it raised."""
@@ -125,8 +167,17 @@ class WriterProcess:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._next_id += 1
         self._pending[self._next_id] = future
-        process.stdin.write(_frame((self._next_id, write)))
+        if not self._outgoing:
+            future.get_loop().call_soon(self._flush)
+        self._outgoing.append(_frame((self._next_id, _to_wire(write))))
         return await future
+
+    def _flush(self) -> None:
+        frames, self._outgoing = self._outgoing, []
+        process = self._process
+        if process is None or process.stdin is None or process.stdin.is_closing():
+            return  # it ended: the reader fails what is pending
+        process.stdin.write(b"".join(frames))
 
     async def stop(self) -> None:
         """Finish every queued write and end the process."""
@@ -134,6 +185,7 @@ class WriterProcess:
         if process is None:
             return
         if process.stdin is not None and not process.stdin.is_closing():
+            self._flush()  # queued writes go first
             process.stdin.write(_frame(None))
             with contextlib.suppress(ConnectionError):
                 await process.stdin.drain()
@@ -277,6 +329,6 @@ def main() -> None:
                     stop = True
                     break
                 group.append(nxt)
-            results = run_group(conn, [write for _, write in group])
+            results = run_group(conn, [_from_wire(write) for _, write in group])
             _send(out, [(ident, v, e) for (ident, _), (v, e) in zip(group, results, strict=True)])
     engine.dispose()
