@@ -46,9 +46,11 @@ __all__ = ["WriterDied", "WriterProcess"]
 
 T = TypeVar("T")
 _HEADER = 8
-#: Both pipes are enlarged to this (Linux; elsewhere they keep their size). A group's results
-#: are often hundreds of KiB: with the default 64 KiB the writer blocked in its write until
-#: the busy event loop came round to read, about a quarter of its time in a burst.
+#: How much of the writer's answers may wait unread: the parent's reader pauses the transport
+#: only beyond twice this, and where the connection is a pipe (the standard loop; uvloop uses
+#: socket pairs) the pipe is enlarged to it. A group's results are often hundreds of KiB, and
+#: in a 10,000-run burst the writer was seen blocked in its write for a quarter of its time,
+#: waiting for the busy event loop to read.
 _PIPE_BYTES = 1 << 20
 
 
@@ -56,7 +58,8 @@ def _enlarge_pipe(fd: int) -> None:
     setsz = getattr(fcntl, "F_SETPIPE_SZ", None)
     if setsz is None:
         return
-    # Unprivileged processes may be capped lower (/proc/sys/fs/pipe-max-size): keep the default.
+    # Not a pipe (a socket pair), or capped lower for unprivileged processes
+    # (/proc/sys/fs/pipe-max-size): it keeps its size.
     with contextlib.suppress(OSError):
         fcntl.fcntl(fd, setsz, _PIPE_BYTES)
 
