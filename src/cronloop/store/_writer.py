@@ -205,5 +205,7 @@ class WriterThread:
             self._post(_settle, outcomes)
 
     def _committed(self, outcomes: list[_Outcome]) -> None:
-        self._on_commit()
+        # Settled first: the writers resume (and remember their changes) before the watchers
+        # the commit wakes, which then find the changes in memory instead of waking twice.
         _settle(outcomes)
+        self._on_commit()

@@ -211,8 +211,6 @@ class WriterProcess:
                     results = await self._read_frame()
                 except asyncio.IncompleteReadError:
                     break
-                if any(error is None for _, _, error in results):
-                    self._on_commit()
                 for ident, value, error in results:
                     future = self._pending.pop(ident)
                     if future.done():  # the caller was cancelled; the write still happened
@@ -221,6 +219,9 @@ class WriterProcess:
                         future.set_exception(error)
                     else:
                         future.set_result(value)
+                # After the results (see WriterThread._committed): one wake-up per commit.
+                if any(error is None for _, _, error in results):
+                    self._on_commit()
         finally:
             returncode = self._process.returncode if self._process else None
             self._ended = WriterDied(f"exit status {returncode}")
