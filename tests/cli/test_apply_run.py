@@ -150,7 +150,7 @@ def _finish_job(live: LiveServer, phase: Phase, reason: str | None = None) -> No
             phase=phase,
             counts=done,
             reason=reason,
-            message="us exited 3" if reason else None,
+            message="1 of 2 targets succeeded; us: exited with code 3" if reason else None,
         )
     )
 
@@ -169,8 +169,10 @@ def test_run_wait_exits_0_when_the_job_succeeds(
 def test_run_wait_exits_1_with_the_reason_when_the_job_fails(
     invoke: Invoke, live: LiveServer, tmp_path: Path
 ) -> None:
-    worker = in_background(lambda: _finish_job(live, Phase.FAILED, "SubJobFailed"))
+    worker = in_background(lambda: _finish_job(live, Phase.FAILED, "SuccessPolicyUnmet"))
     result = invoke("run", "-f", str(_write(tmp_path, "job.yaml", JOB_YAML)), "--wait")
     worker.join(10)
     assert result.exit_code == 1
-    assert result.stdout.splitlines()[-1] == "job/adhoc Failed (SubJobFailed: us exited 3)"
+    assert result.stdout.splitlines()[-1] == (
+        "job/adhoc Failed (SuccessPolicyUnmet: 1 of 2 targets succeeded; us: exited with code 3)"
+    )

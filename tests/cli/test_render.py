@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import io
+import shlex
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from rich.console import Console
 
 from cronloop.api import CronJob, Job, Phase, PhaseCounts, load_resources
-from cronloop.cli.render import columns_for, format_age, format_duration, next_run, row_for
+from cronloop.cli.render import (
+    columns_for,
+    describe_job,
+    format_age,
+    format_duration,
+    next_run,
+    row_for,
+)
 from tests.cli.files import CRONJOB_YAML, JOB_YAML
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -77,3 +87,16 @@ def test_job_row_counts_targets_and_duration() -> None:
     assert row[-2] == "Completed"
     pending = row_for(job, NOW)
     assert pending[2] == "0/2"  # before fan-out the total comes from the spec
+
+
+def test_describe_quotes_argv_so_it_can_be_pasted_into_a_shell() -> None:
+    argv = ["python3", "-c", "import sys; print('it''s', sys.argv[1:])", "a b", "$HOME"]
+    text = JOB_YAML.replace("argv: [echo, hi]", f"argv: {argv!r}")
+    (job,) = load_resources(text)
+    assert isinstance(job, Job)
+    out = io.StringIO()
+    Console(file=out, width=500).print(describe_job(job, [], NOW))
+    [main] = [line for line in out.getvalue().splitlines() if line.startswith("Main:")]
+    command = main.removeprefix("Main:").strip().removeprefix("process: ")
+    assert command == shlex.join(argv)
+    assert shlex.split(command) == argv

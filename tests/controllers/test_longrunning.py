@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -135,6 +136,47 @@ def test_message_for_expected_duration() -> None:
     assert warning.message == (
         'run "r" has been running 3.8s, expected at most 2.5s (expectedDurationSeconds)'
     )
+
+
+@pytest.mark.parametrize(
+    ("expected", "now", "running", "limit"),
+    [
+        # The audit's case: warned just past a 2 s limit, shown as "running 2s".
+        (2.0, 2.04, "2.04s", "2s"),
+        (2.0, 2.4, "2.4s", "2s"),
+        (2.0, 2.0004, "2.001s", "2s"),
+        (100.0, 100.2, "100.2s", "100s"),
+        (97.6, 97.65, "97.7s", "97.6s"),
+        (0.5, 0.513, "0.51s", "0.5s"),
+        (2.55, 5.0, "5s", "2.5s"),
+    ],
+)
+def test_message_shows_the_running_time_above_the_limit(
+    expected: float, now: float, running: str, limit: str
+) -> None:
+    detector = LongRunningDetector()
+    detector.started("r", cronjob="c", started_at=0.0, expected=expected)
+    [warning] = detector.check(now)
+    assert warning.message == (
+        f'run "r" has been running {running}, expected at most {limit} (expectedDurationSeconds)'
+    )
+
+
+def _seconds_shown(message: str, before: str, after: str) -> float:
+    return float(message.split(before, 1)[1].split(after, 1)[0].removesuffix("s"))
+
+
+@given(
+    expected=st.floats(min_value=0.01, max_value=100_000),
+    over=st.floats(min_value=0.001, max_value=100_000),
+)
+def test_running_time_always_reads_larger_than_the_limit(expected: float, over: float) -> None:
+    detector = LongRunningDetector()
+    detector.started("r", cronjob="c", started_at=0.0, expected=expected)
+    [warning] = detector.check(expected + over)
+    running = _seconds_shown(warning.message, "running ", ",")
+    limit = _seconds_shown(warning.message, "at most ", " (")
+    assert running > limit, warning.message
 
 
 def test_warns_once_at_or_after_threshold() -> None:

@@ -7,6 +7,7 @@ compactly (``1h2m``), like ``kubectl``.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -243,8 +244,11 @@ def _step(step: Step | None) -> str:
             text += " " + ", ".join(f"{k}={v!r}" for k, v in step.kwargs.items())
     else:
         assert isinstance(step, ProcessStep)
+        # Quoted as a shell would need it, so that the line can be pasted into a terminal.
         text = (
-            f"process: {step.command}" if step.command else "process: " + " ".join(step.argv or ())
+            f"process: {step.command}"
+            if step.command
+            else "process: " + shlex.join(step.argv or ())
         )
         if step.env:
             text += f" (env: {', '.join(step.env)})"

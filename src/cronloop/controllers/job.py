@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -124,6 +125,10 @@ _NO_COUNTS = counts_record([])
 #: model its CronJob's template keeps anyway, or a small validated spec.
 _SPECS_KEPT = 32_768
 _STEP = TypeAdapter(Step)
+#: Failed targets named in a failed Job's message (the others are counted), and the longest
+#: reason given for one.
+_FAILURES_SHOWN = 3
+_DETAIL_LIMIT = 100
 
 
 def _is_failure(attempt: AttemptRecord) -> bool:
@@ -134,6 +139,52 @@ def _is_failure(attempt: AttemptRecord) -> bool:
     if phase is Phase.CANCELLED and attempt.get("reason") == Reason.RUNTIME_SHUTDOWN:
         return False
     return phase in _FAILURES
+
+
+def _failures(subs: Sequence[_Sub]) -> str:
+    """``<target>: <why>`` of the first few sub-jobs that ended without success, and how many
+    more: a failed run's message says which targets failed without a ``describe``."""
+    shown: list[str] = []
+    more = 0
+    for sub in subs:
+        phase = sub.phase
+        if not phase.terminal or phase is Phase.SUCCEEDED:
+            continue
+        if len(shown) < _FAILURES_SHOWN:
+            shown.append(f"{sub.spec.target}: {_why(sub, phase)}")
+        else:
+            more += 1
+    if more:
+        shown.append(f"and {more} more")
+    return ", ".join(shown)
+
+
+def _why(sub: _Sub, phase: Phase) -> str:
+    """Why a sub-job ended in ``phase``: its last attempt's message, exit code or signal (a
+    failure needs nothing more), else the phase and its reason."""
+    attempts = sub.status.get("attempts")
+    last: AttemptRecord = attempts[-1] if attempts else {}
+    # A message can be a whole exception: its first line, clipped, keeps the job's short.
+    said = (last.get("message") or "").strip().partition("\n")[0]
+    if len(said) > _DETAIL_LIMIT:
+        said = said[: _DETAIL_LIMIT - 3] + "..."
+    code = last.get("exitCode")
+    signum = last.get("signal")
+    if not said and code:
+        said = f"exited with code {code}"
+    elif not said and signum:
+        said = f"killed by {_signal_name(signum)}"
+    if said:
+        return said if phase is Phase.FAILED else f"{phase.value} ({said})"
+    reason = sub.status.get("reason") or last.get("reason")
+    return f"{phase.value} ({reason})" if reason else phase.value
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 _V = TypeVar("_V")
@@ -730,8 +781,12 @@ class JobController:
                 job_pass.wake.append(delay)
         phases = [sub.phase for sub in job_pass.subs]
         phase = aggregate_phase(job.spec.success_policy, phases, job_pass.phase)
+        failures = ""
         if phase.terminal:
             live = [sub for sub in job_pass.subs if not sub.phase.terminal]
+            if phase is not Phase.SUCCEEDED and status.get("completionTime") is None:
+                # Before the live ones are settled: they did not fail, the run ended under them.
+                failures = _failures(job_pass.subs)
             if live:
                 self._stop_all(job_pass, live, Phase.CANCELLED, "RunFinished")
                 # Counted as settled: nothing moves them once the job has ended.
@@ -745,7 +800,8 @@ class JobController:
             done = sum(1 for p in phases if p is Phase.SUCCEEDED)
             update["completionTime"] = job_pass.stamp
             update["reason"] = "Completed" if phase is Phase.SUCCEEDED else "SuccessPolicyUnmet"
-            update["message"] = f"{done} of {len(phases)} targets succeeded"
+            summary = f"{done} of {len(phases)} targets succeeded"
+            update["message"] = f"{summary}; {failures}" if failures else summary
         current = cast(dict[str, Any], status)
         if any(current.get(key) != value for key, value in update.items()):
             job_pass.status = with_fields(status, **update)

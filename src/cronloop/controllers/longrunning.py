@@ -127,9 +127,10 @@ class LongRunningWarning:
     @property
     def message(self) -> str:
         """The warning event's text."""
+        elapsed, limit = _fmt_over(self.elapsed, self.threshold.seconds)
         return (
-            f'run "{self.run_id}" has been running {_fmt_seconds(self.elapsed)}, expected at '
-            f"most {_fmt_seconds(self.threshold.seconds)} ({self.threshold.basis})"
+            f'run "{self.run_id}" has been running {elapsed}, expected at most {limit} '
+            f"({self.threshold.basis})"
         )
 
 
@@ -312,3 +313,30 @@ def _fmt_seconds(seconds: float) -> str:
     if seconds >= 1:
         return f"{round(seconds, 1):g}s"
     return f"{seconds:.2g}s"
+
+
+def _fmt_over(elapsed: float, limit: float) -> tuple[str, str]:
+    """``elapsed`` and ``limit`` (seconds) as text, the elapsed time reading larger.
+
+    A warning is raised just after the limit, so at the usual precision a run 2.04 s into a 2 s
+    limit read "running 2s, expected at most 2s". Both are shown to the same number of
+    decimals, one more at a time (to the millisecond) until the elapsed time reads larger;
+    the limit keeps its own decimals (2.5 s is never shown as 3 s).
+    """
+    start = 0 if elapsed >= 100 else 1 if elapsed >= 1 else 2
+    own = 0 if limit >= 100 else 1 if limit >= 1 else 3
+    for digits in range(start, 4):
+        shown = round(elapsed, digits)
+        bound = round(limit, max(digits, own))
+        if shown > bound:
+            return _fixed(shown, digits), _fixed(bound, max(digits, own))
+    # Less than half a millisecond over (or exactly at) the limit.
+    over = math.ceil(elapsed * 1000) / 1000
+    return _fixed(over, 3), _fixed(round(limit, 3), 3)
+
+
+def _fixed(seconds: float, digits: int) -> str:
+    text = f"{seconds:.{digits}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text}s"
