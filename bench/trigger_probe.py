@@ -11,6 +11,7 @@ Machines differ a lot (the same commit measured 4,058 burst runs/s on one VM and
 on another), so compare two versions in one sitting, alternating:
 
     git worktree add /tmp/other <commit>
+    cp bench/trigger_probe.py /tmp/other/bench/    # if that checkout predates the probe
     PYTHONPATH=/tmp/other/src:/tmp/other .venv/bin/python -m bench.trigger_probe burst
     .venv/bin/python -m bench.trigger_probe burst
 

@@ -50,6 +50,14 @@ async def _started(runtime: ScriptedRuntime, count: int) -> list[str]:
     return sorted(runtime.started)
 
 
+async def _running(runtime: ScriptedRuntime, count: int) -> list[str]:
+    """The first ``count`` attempts, once started, each reported Running."""
+    attempts = await _started(runtime, count)
+    for attempt in attempts:
+        runtime.report(attempt, 1, Phase.RUNNING)
+    return attempts
+
+
 async def _counts_and_subjobs(stack: Stack, name: str) -> tuple[Job, PhaseCounts, list[Phase]]:
     job = typed(await stack.store.get("Job", name), Job)
     phases = [sub.status.phase for sub in await stack.subjobs(name)]
@@ -97,9 +105,7 @@ async def test_job_deadline_counts_the_timed_out_targets(tmp_path: Path) -> None
     runtime = ScriptedRuntime()
     async with running_stack(tmp_path, runtimes={"inline": runtime}) as stack:
         await stack.apply(DEADLINE)
-        attempts = await _started(runtime, 2)
-        for attempt in attempts:
-            runtime.report(attempt, 1, Phase.RUNNING)
+        attempts = await _running(runtime, 2)
         # One target is done before the deadline; the other is still running when it passes.
         runtime.report(attempts[0], 2, Phase.SUCCEEDED)
         job = await stack.wait_job("deadline", within=120)
@@ -116,9 +122,7 @@ async def test_cancelled_job_counts_its_cancelled_targets(tmp_path: Path) -> Non
     runtime = ScriptedRuntime()
     async with running_stack(tmp_path, runtimes={"inline": runtime}) as stack:
         await stack.apply(DEADLINE.replace("timeoutSeconds: 30", "timeoutSeconds: 3000"))
-        attempts = await _started(runtime, 2)
-        for attempt in attempts:
-            runtime.report(attempt, 1, Phase.RUNNING)
+        await _running(runtime, 2)
         obj = await stack.store.get("Job", "deadline")
         job = typed(obj, Job)
         # What `cronloop cancel` writes.
@@ -137,9 +141,7 @@ async def test_stale_counts_of_a_finished_job_are_repaired(tmp_path: Path) -> No
     runtime = ScriptedRuntime()
     async with running_stack(tmp_path, runtimes={"inline": runtime}) as stack:
         await stack.apply(DEADLINE)
-        attempts = await _started(runtime, 2)
-        for attempt in attempts:
-            runtime.report(attempt, 1, Phase.RUNNING)
+        for attempt in await _running(runtime, 2):
             runtime.report(attempt, 2, Phase.SUCCEEDED)
         job = await stack.wait_job("deadline", within=60)
         assert job.status.phase is Phase.SUCCEEDED

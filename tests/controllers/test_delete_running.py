@@ -102,12 +102,17 @@ async def _gone(stack: Stack, kind: str, name: str) -> bool:
 
 
 @pytest.mark.looptime(start=0)
-async def test_deleting_a_running_job_stops_its_attempts(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("spec", "kind", "name"),
+    [(TWO_TARGETS, "Job", "delrun"), (CRONJOB, "CronJob", "minutely")],
+    ids=["the job", "its cronjob"],
+)
+async def test_deleting_a_running_job_or_its_cronjob_stops_its_attempts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, spec: str, kind: str, name: str
 ) -> None:
     runtime = StoppableRuntime()
     async with running_stack(tmp_path, runtimes={"inline": runtime}) as stack:
-        await stack.apply(TWO_TARGETS)
+        await stack.apply(spec)
         await _until(runtime, lambda: len(runtime.started) == 2)
         attempts = sorted(runtime.started)
         for attempt in attempts:
@@ -115,7 +120,7 @@ async def test_deleting_a_running_job_stops_its_attempts(
         await _settled(stack)
         caplog.set_level(logging.WARNING, logger="cronloop")
 
-        await stack.store.delete("Job", "delrun")
+        await stack.store.delete(kind, name)
         await _until(runtime, lambda: len(runtime.stops) == 2)
         assert sorted(runtime.stops) == [(a, "JobDeleted") for a in attempts]
 
@@ -124,34 +129,10 @@ async def test_deleting_a_running_job_stops_its_attempts(
         for attempt in attempts:
             runtime.report(attempt, 2, Phase.CANCELLED)
         await _settled(stack)
-        assert await _gone(stack, "Job", "delrun")
+        assert (await stack.store.list("Job")).items == []
         assert (await stack.store.list("SubJob")).items == []
         _no_errors(caplog)
     assert len(runtime.stops) == 2
-
-
-@pytest.mark.looptime(start=0)
-async def test_deleting_a_cronjob_stops_its_active_run(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    runtime = StoppableRuntime()
-    async with running_stack(tmp_path, runtimes={"inline": runtime}) as stack:
-        await stack.apply(CRONJOB)
-        await _until(runtime, lambda: len(runtime.started) == 2)
-        attempts = sorted(runtime.started)
-        for attempt in attempts:
-            runtime.report(attempt, 1, Phase.RUNNING)
-        await _settled(stack)
-        caplog.set_level(logging.WARNING, logger="cronloop")
-
-        await stack.store.delete("CronJob", "minutely")
-        await _until(runtime, lambda: len(runtime.stops) == 2)
-        assert sorted(runtime.stops) == [(a, "JobDeleted") for a in attempts]
-        for attempt in attempts:
-            runtime.report(attempt, 2, Phase.CANCELLED)
-        await _settled(stack)
-        assert (await stack.store.list("Job")).items == []
-        _no_errors(caplog)
 
 
 @pytest.mark.looptime(start=0)

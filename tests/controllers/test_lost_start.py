@@ -16,7 +16,7 @@ from cronloop.api import Phase
 from cronloop.controllers.job import START_LOST_AFTER
 from cronloop.store import Batch, BatchResult, StoreError
 
-from .harness import running_stack
+from .harness import Stack, running_stack
 
 JOB = """
 apiVersion: cronloop.dev/v1
@@ -29,23 +29,30 @@ spec:
 """
 
 
+def lose_first_fan_out_answer(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> list[Batch]:
+    """Make the first commit that creates sub-jobs commit, then raise: its answer is lost.
+    Returns the list that receives that batch."""
+    real_commit = stack.store.commit
+    lost: list[Batch] = []
+
+    async def commit_losing_the_answer(batch: Batch) -> BatchResult:
+        result = await real_commit(batch)
+        if not lost and any(obj.kind == "SubJob" for obj in batch.creates):
+            lost.append(batch)
+            raise StoreError("the writer's answer was lost after its commit")
+        return result
+
+    monkeypatch.setattr(stack.store, "commit", commit_losing_the_answer)
+    return lost
+
+
 @pytest.mark.looptime
 @pytest.mark.parametrize("retries", [1, 0])
 async def test_a_start_lost_after_its_commit_fails_the_attempt_and_retries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, retries: int
 ) -> None:
     async with running_stack(tmp_path) as stack:
-        real_commit = stack.store.commit
-        lost: list[Batch] = []
-
-        async def commit_losing_the_answer(batch: Batch) -> BatchResult:
-            result = await real_commit(batch)
-            if not lost and any(obj.kind == "SubJob" for obj in batch.creates):
-                lost.append(batch)
-                raise StoreError("the writer's answer was lost after its commit")
-            return result
-
-        monkeypatch.setattr(stack.store, "commit", commit_losing_the_answer)
+        lost = lose_first_fan_out_answer(stack, monkeypatch)
         started = stack.clock.now()
         await stack.apply(JOB.replace("limit: 1", f"limit: {retries}"))
         job = await stack.wait_job("lost-start", within=10 * START_LOST_AFTER)
@@ -83,17 +90,7 @@ async def test_a_scheduled_run_whose_start_was_lost_is_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with running_stack(tmp_path) as stack:
-        real_commit = stack.store.commit
-        lost: list[Batch] = []
-
-        async def commit_losing_the_answer(batch: Batch) -> BatchResult:
-            result = await real_commit(batch)
-            if not lost and any(obj.kind == "SubJob" for obj in batch.creates):
-                lost.append(batch)
-                raise StoreError("the writer's answer was lost after its commit")
-            return result
-
-        monkeypatch.setattr(stack.store, "commit", commit_losing_the_answer)
+        lost = lose_first_fan_out_answer(stack, monkeypatch)
         await stack.apply(CRONJOB)
         # The first run falls due a minute after the CronJob was made.
         await stack.wait_for(lambda: _true(lost), within=120)
