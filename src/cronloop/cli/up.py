@@ -43,11 +43,10 @@ from cronloop.controllers import (
     AdmissionLimits,
     Manager,
     phase_of,
-    to_stored,
     typed,
 )
 from cronloop.runtimes import InlineRuntime, ProcessRuntime, Runtime
-from cronloop.server import create_app
+from cronloop.server import ApiError, apply_to_store, check_apply, create_app
 from cronloop.server.auth import load_or_create_credentials
 from cronloop.store import EventType, Store, StoredObject, StoreError, WatchEvent, open_store
 from cronloop.sync import PrometheusMetricsProvider
@@ -133,10 +132,15 @@ async def apply_spec_dir(
             continue
         try:
             resources = load_resources(data.decode(), source=str(path))
+            # The rules of `cronloop apply` (a Job's spec cannot change, SubJobs are not
+            # written by hand, system labels and annotations are kept), checked for the
+            # whole file before any of it is written: a file applies whole or not at all.
             for resource in resources:
-                await store.apply(to_stored(resource))
+                await check_apply(store, resource, source=str(path))
+            for resource in resources:
+                await apply_to_store(store, resource, source=str(path))
                 applied += 1
-        except (ResourceError, StoreError, UnicodeDecodeError) as exc:
+        except (ResourceError, StoreError, ApiError, UnicodeDecodeError) as exc:
             console.print(f"[red]not applied: {escape(str(exc))}[/red]")
             continue
         seen[path] = digest

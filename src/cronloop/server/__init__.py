@@ -13,7 +13,7 @@ from __future__ import annotations
 from cronloop.server._actions import CANCELLED_BY_USER, manual_run_name
 from cronloop.server._errors import ApiError
 from cronloop.server._present import REDACTED, SYSTEM_PREFIX, redact
-from cronloop.server._resources import APPLY_HEADER, MAX_BODY_BYTES
+from cronloop.server._resources import APPLY_HEADER, MAX_BODY_BYTES, apply_to_store, check_apply
 from cronloop.server._watch import EXPIRY_CHECK_SECONDS
 from cronloop.server.app import create_app
 from cronloop.server.auth import (
@@ -42,7 +42,9 @@ __all__ = [
     "ApiError",
     "Credentials",
     "CredentialsError",
+    "apply_to_store",
     "bearer_dependency",
+    "check_apply",
     "create_app",
     "credentials_path",
     "generate_token",

@@ -22,6 +22,7 @@ from cronloop.api import (
     Job,
     Resource,
     ResourceError,
+    SubJob,
     check_label,
     load_resources,
     parse_resource,
@@ -30,11 +31,13 @@ from cronloop.controllers.objects import from_stored
 from cronloop.server._context import KIND_OF_PLURAL, ServerContext
 from cronloop.server._errors import ApiError
 from cronloop.server._present import prepare_write, present_stored
-from cronloop.store import AlreadyExists, Conflict, NotFound, StoredObject
+from cronloop.store import AlreadyExists, Conflict, NotFound, Store, StoredObject
 
 __all__ = [
     "APPLY_HEADER",
     "MAX_BODY_BYTES",
+    "apply_to_store",
+    "check_apply",
     "parse_label_selector",
     "read_resource",
     "resource_router",
@@ -185,7 +188,7 @@ def resource_router(ctx: ServerContext) -> APIRouter:
                 f"{_SOURCE}: metadata.name: {resource.metadata.name!r} does not match the name "
                 f"in the URL {name!r}",
             )
-        stored, outcome = await _apply(ctx, resource)
+        stored, outcome = await apply_to_store(store, resource)
         return JSONResponse(
             present_stored(stored),
             status_code=201 if outcome == "created" else 200,
@@ -202,27 +205,34 @@ def resource_router(ctx: ServerContext) -> APIRouter:
     return router
 
 
-async def _apply(ctx: ServerContext, resource: Resource) -> tuple[StoredObject, str]:
-    """Create or compare-and-set update; returns the stored object and the outcome.
+async def apply_to_store(
+    store: Store, resource: Resource, *, source: str = _SOURCE
+) -> tuple[StoredObject, str]:
+    """Create ``resource`` or compare-and-set update it, as ``cronloop apply`` and the spec
+    directory of ``cronloop up`` both do; returns the stored object and the outcome
+    (``created``, ``configured`` or ``unchanged``).
 
     A concurrent writer makes the compare-and-set fail: the loop re-reads and decides again,
     as ``kubectl apply`` does, instead of overwriting what it did not see.
+
+    :raises ResourceError: the write is refused (see :func:`check_apply`), or an env value is
+        masked with no stored value to keep; ``source`` names where the resource came from.
     """
-    store = ctx.store
     kind, name = resource.kind, resource.metadata.name
     for _ in range(_APPLY_TRIES):
         try:
             current = await store.get(kind, name)
         except NotFound:
             try:
-                return await store.create(prepare_write(resource, None)), "created"
+                created = await store.create(prepare_write(resource, None, source=source))
             except AlreadyExists as exc:
                 if exc.field != "name":
                     raise
                 continue  # created meanwhile: update it instead
-        obj = prepare_write(resource, current)
+            return created, "created"
+        obj = prepare_write(resource, current, source=source)
         if isinstance(resource, Job):
-            _refuse_job_spec_change(from_stored(current), from_stored(obj))
+            _refuse_job_spec_change(from_stored(current), from_stored(obj), source)
         try:
             stored = await store.update(obj)
         except (Conflict, NotFound):
@@ -232,11 +242,29 @@ async def _apply(ctx: ServerContext, resource: Resource) -> tuple[StoredObject, 
     raise ApiError(409, f'{kind} "{name}" kept changing while it was applied; try again')
 
 
-def _refuse_job_spec_change(current: Resource, new: Resource) -> None:
+async def check_apply(store: Store, resource: Resource, *, source: str = _SOURCE) -> None:
+    """Raise :class:`ResourceError` if :func:`apply_to_store` would refuse ``resource`` as it
+    stands (a SubJob; a Job whose spec differs from the stored one's), writing nothing: so
+    that several resources can be checked before any of them is written."""
+    where = f'{source}: {resource.kind} "{resource.metadata.name}"'
+    if isinstance(resource, SubJob):
+        raise ResourceError(
+            where, [("kind", "SubJobs are written by the Job controller; write a Job instead")]
+        )
+    if isinstance(resource, Job):
+        try:
+            current = await store.get(resource.kind, resource.metadata.name)
+        except NotFound:
+            return
+        new = prepare_write(resource, current, source=source)
+        _refuse_job_spec_change(from_stored(current), from_stored(new), source)
+
+
+def _refuse_job_spec_change(current: Resource, new: Resource, source: str) -> None:
     # A Job's spec is copied into its sub-jobs when it fans out; changing it afterwards would
     # describe work that is not what runs. Kubernetes makes a Job's template immutable too.
     if current.spec != new.spec:
         raise ResourceError(
-            f'{_SOURCE}: Job "{current.metadata.name}"',
+            f'{source}: Job "{current.metadata.name}"',
             [("spec", "a Job's spec cannot change once created (delete and re-create the Job)")],
         )
