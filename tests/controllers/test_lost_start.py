@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cronloop.api import Phase
+from cronloop.controllers import job as job_module
 from cronloop.controllers.job import START_LOST_AFTER
 from cronloop.store import Batch, BatchResult, StoreError
 
@@ -110,3 +111,38 @@ async def test_a_scheduled_run_whose_start_was_lost_is_retried(
 
 async def _true(flag: list[Batch]) -> bool:
     return bool(flag)
+
+
+@pytest.mark.looptime
+async def test_the_starts_remembered_stay_bounded_while_the_store_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every retried pass of a due CronJob records new sessions that no commit kept.
+    monkeypatch.setattr(job_module, "STARTS_KEPT", 8)
+    async with running_stack(tmp_path) as stack:
+        real_commit = stack.store.commit
+        failed: list[Batch] = []
+
+        async def commit_failing(batch: Batch) -> BatchResult:
+            if any(obj.kind == "SubJob" for obj in batch.creates) and len(failed) < 40:
+                failed.append(batch)
+                raise StoreError("the store is down")
+            return await real_commit(batch)
+
+        monkeypatch.setattr(stack.store, "commit", commit_failing)
+        for index in range(4):
+            await stack.apply(CRONJOB.replace("lost-fire", f"down-{index}"))
+        await stack.wait_for(lambda: _true(failed[39:]), within=600)
+        assert len(stack.manager.jobs._recorded) <= 8
+        # The store is back: the runs are made and started, none of them lost.
+        for index in range(4):
+            name = f"down-{index}"
+
+            async def succeeded(name: str = name) -> bool:
+                return await _has_succeeded_run(stack, name)
+
+            await stack.wait_for(succeeded, within=600)
+
+
+async def _has_succeeded_run(stack: Stack, cronjob: str) -> bool:
+    return any(job.status.phase is Phase.SUCCEEDED for job in await stack.jobs(cronjob))

@@ -117,6 +117,12 @@ START_LOST_AFTER = 60.0
 #: How long a recorded start, or one given up on, is remembered (then it can no longer be
 #: waiting for its commit, and nothing can still try to start it).
 _STARTS_KEPT_SECONDS = 600.0
+#: At most this many recorded starts are remembered (about 200 bytes each). A store that fails
+#: for a while makes every due CronJob's retried pass record new sessions that no commit kept;
+#: beyond the bound the oldest are forgotten, and a lost start among them waits for the next
+#: restart's recovery, as before this guard. A burst holds far fewer at once: a start is
+#: forgotten when it is handed over, right after its commit.
+STARTS_KEPT = 65_536
 _SUBJOB_DELETED = "SubJobDeleted"
 _NO_COUNTS = counts_record([])
 #: Distinct specs (and their steps) kept validated; one CronJob version's runs share theirs,
@@ -255,8 +261,9 @@ _Inbound = AttemptReport | _StartFailed
 
 
 def _forget_before(entries: OrderedDict[str, float], bound: float) -> None:
-    """Drop the entries noted before ``bound`` (they were noted in time order)."""
-    while entries and next(iter(entries.values())) < bound:
+    """Drop the entries noted before ``bound`` (they were noted in time order), and the
+    oldest beyond :data:`STARTS_KEPT`."""
+    while entries and (len(entries) > STARTS_KEPT or next(iter(entries.values())) < bound):
         entries.popitem(last=False)
 
 
