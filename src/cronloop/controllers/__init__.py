@@ -50,7 +50,6 @@ from cronloop.controllers.fanout import (
     new_session,
     parse_attempt_id,
     plan_fan_out,
-    step_plan,
     step_settings,
 )
 from cronloop.controllers.heap import (
@@ -174,7 +173,6 @@ __all__ = [
     "run_unique_key",
     "settle_heap",
     "step_of",
-    "step_plan",
     "step_settings",
     "to_stored",
     "typed",

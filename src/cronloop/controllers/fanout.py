@@ -27,7 +27,6 @@ from cronloop.api import (
     RetryPolicy,
     Step,
     StepName,
-    SubJobSpec,
     SubJobStatus,
     subjob_name,
 )
@@ -45,7 +44,6 @@ __all__ = [
     "new_session",
     "parse_attempt_id",
     "plan_fan_out",
-    "step_plan",
     "step_settings",
 ]
 
@@ -162,13 +160,6 @@ def attempt_start(
         except ValueError as exc:
             spec = str(exc)
     return record, AttemptStart(job, subjob, session, step.runtime, spec)
-
-
-def step_plan(spec: SubJobSpec, name: StepName) -> StepPlan:
-    """How attempts of step ``name`` of a sub-job with ``spec`` run."""
-    step = spec.prepare if name is StepName.PREPARE else spec.main
-    assert step is not None
-    return StepPlan.of(name, step)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -93,6 +92,7 @@ from cronloop.runtimes import (
     RecoveryRecord,
     Runtime,
     UnknownAttemptError,
+    signal_name,
 )
 from cronloop.store import Batch, BatchResult, NotFound, StoredObject
 from cronloop.sync import Result
@@ -179,18 +179,11 @@ def _why(sub: _Sub, phase: Phase) -> str:
     if not said and code:
         said = f"exited with code {code}"
     elif not said and signum:
-        said = f"killed by {_signal_name(signum)}"
+        said = f"killed by {signal_name(signum)}"
     if said:
         return said if phase is Phase.FAILED else f"{phase.value} ({said})"
     reason = sub.status.get("reason") or last.get("reason")
     return f"{phase.value} ({reason})" if reason else phase.value
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
 
 
 _V = TypeVar("_V")

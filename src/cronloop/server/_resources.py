@@ -218,6 +218,7 @@ async def apply_to_store(
     :raises ResourceError: the write is refused (see :func:`check_apply`), or an env value is
         masked with no stored value to keep; ``source`` names where the resource came from.
     """
+    _refuse_subjob(resource, source)
     kind, name = resource.kind, resource.metadata.name
     for _ in range(_APPLY_TRIES):
         try:
@@ -246,11 +247,7 @@ async def check_apply(store: Store, resource: Resource, *, source: str = _SOURCE
     """Raise :class:`ResourceError` if :func:`apply_to_store` would refuse ``resource`` as it
     stands (a SubJob; a Job whose spec differs from the stored one's), writing nothing: so
     that several resources can be checked before any of them is written."""
-    where = f'{source}: {resource.kind} "{resource.metadata.name}"'
-    if isinstance(resource, SubJob):
-        raise ResourceError(
-            where, [("kind", "SubJobs are written by the Job controller; write a Job instead")]
-        )
+    _refuse_subjob(resource, source)
     if isinstance(resource, Job):
         try:
             current = await store.get(resource.kind, resource.metadata.name)
@@ -258,6 +255,14 @@ async def check_apply(store: Store, resource: Resource, *, source: str = _SOURCE
             return
         new = prepare_write(resource, current, source=source)
         _refuse_job_spec_change(from_stored(current), from_stored(new), source)
+
+
+def _refuse_subjob(resource: Resource, source: str) -> None:
+    if isinstance(resource, SubJob):
+        raise ResourceError(
+            f'{source}: SubJob "{resource.metadata.name}"',
+            [("kind", "SubJobs are written by the Job controller; write a Job instead")],
+        )
 
 
 def _refuse_job_spec_change(current: Resource, new: Resource, source: str) -> None:
