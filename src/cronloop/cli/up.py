@@ -19,12 +19,13 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -229,6 +230,15 @@ def up_console(file: TextIO | None = None) -> Console:
     return Console(file=file, soft_wrap=True)
 
 
+def _cached(manager: Manager) -> Callable[[], Awaitable[Snapshot]]:
+    async def snapshot() -> Snapshot:
+        await manager.wait_ready()
+        cache = manager.cache
+        return cache.objects("Job"), cache.objects("SubJob"), manager.listed_revision
+
+    return snapshot
+
+
 def _when(value: datetime | None) -> str:
     return value.astimezone().strftime("%H:%M:%S") if value else "-"
 
@@ -243,6 +253,9 @@ class RunPrinter:
 
     def __init__(self, console: Console) -> None:
         self._console = console
+        #: The newest version seen of each run and sub-job: a change older than what is known
+        #: (the seed can be newer than the first events watched) is not news.
+        self._versions: dict[str, int] = {}
         self._last: dict[str, Phase] = {}
         self._warned: dict[str, int] = {}
         #: Sub-jobs already reported failed.
@@ -255,9 +268,11 @@ class RunPrinter:
         would cost seconds at start.
         """
         for job in jobs:
+            self._versions[job.name] = job.resource_version
             self._last[job.name] = phase_of(job.status.get("phase"))
             self._warned[job.name] = len(job.status.get("warnings") or ())
         for sub in subjobs:
+            self._versions[sub.name] = sub.resource_version
             if phase_of(sub.status.get("phase")) is Phase.FAILED:
                 self._failed.add(sub.name)
 
@@ -265,10 +280,14 @@ class RunPrinter:
         """Print what ``event`` changed, if it is news."""
         obj = event.object
         if event.type is EventType.DELETED:
+            self._versions.pop(obj.name, None)
             self._last.pop(obj.name, None)
             self._warned.pop(obj.name, None)
             self._failed.discard(obj.name)
             return
+        if obj.resource_version <= self._versions.get(obj.name, 0):
+            return
+        self._versions[obj.name] = obj.resource_version
         if obj.kind == "SubJob":
             sub = typed(obj, SubJob)
             if sub.status.phase is Phase.FAILED and obj.name not in self._failed:
@@ -306,15 +325,28 @@ class RunPrinter:
         )
 
 
-async def _print_runs(store: Store, console: Console) -> None:
-    """Print every run phase change from now on (see :class:`RunPrinter`)."""
-    printer = RunPrinter(console)
-    # Listed first and watched from the listing's revision: nothing is missed, and what
-    # already was (runs finished before a restart) is not shown as if it just happened.
+#: The runs and sub-jobs there are, and a store revision they are all at least as new as.
+Snapshot = tuple[Iterable[StoredObject], Iterable[StoredObject], int]
+
+
+async def _listed(store: Store) -> Snapshot:
     jobs = await store.list("Job")
     subjobs = await store.list("SubJob")
-    printer.seed(jobs.items, subjobs.items)
-    revision = min(jobs.revision, subjobs.revision)
+    return jobs.items, subjobs.items, min(jobs.revision, subjobs.revision)
+
+
+async def _print_runs(
+    store: Store, console: Console, snapshot: Callable[[], Awaitable[Snapshot]] | None = None
+) -> None:
+    """Print every run phase change from now on (see :class:`RunPrinter`).
+
+    ``snapshot`` gives what already was (by default, a listing of the store; ``cronloop up``
+    gives the manager's cache, which holds it anyway, instead of reading every run twice at
+    start); the changes are watched from its revision, so none is missed.
+    """
+    printer = RunPrinter(console)
+    jobs, subjobs, revision = await (snapshot or functools.partial(_listed, store))()
+    printer.seed(jobs, subjobs)
     async for event in store.watch(kinds=("Job", "SubJob"), from_revision=revision):
         printer.show(event)
 
@@ -389,7 +421,7 @@ async def _serve(
             if options.watch and options.spec_dirs:
                 side.append(tg.create_task(_watch_specs(store, options.spec_dirs, console, seen)))
             if not options.quiet:
-                side.append(tg.create_task(_print_runs(store, console)))
+                side.append(tg.create_task(_print_runs(store, console, _cached(manager))))
             await manager.wait_ready()
             console.print(
                 f"[bold green]cronloop is up[/bold green]: {applied} resource(s) from "

@@ -138,6 +138,10 @@ class Manager:
         self._feed_errors = 0
         self._recovered = 0
         self._revision = 0
+        #: The store revision of the first listing, once :meth:`wait_ready` has returned: the
+        #: cache holds every object as of it or newer, so a reader of the cache that wants the
+        #: changes from then on watches from it (``cronloop up``'s run printer does).
+        self.listed_revision = 0
         self._ready = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -216,6 +220,7 @@ class Manager:
                 if self._tune_gc and not self._ready.is_set():
                     settle_heap()  # the cache is loaded: keep the collector off it
                 if not self._ready.is_set():
+                    self.listed_revision = revision
                     # Logs of Jobs deleted while no feed was watching (a crash, downtime).
                     self.logs.sweep(obj.name for obj in self.cache.objects("Job"))
                 self._ready.set()
