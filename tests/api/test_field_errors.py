@@ -9,12 +9,9 @@ file given to :func:`load_sources`) is reported in one :class:`ResourceError`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import pydantic
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from cronloop.api import (
     ResourceError,
@@ -25,9 +22,6 @@ from cronloop.api import (
     load_sources,
     parse_resource,
 )
-from cronloop.cli.commands import register
-from cronloop.store import Store
-from tests.server.live import LiveServer
 
 CRONJOB = """\
 apiVersion: cronloop.dev/v1
@@ -168,6 +162,7 @@ def test_the_models_raise_the_same_located_errors_when_built_directly() -> None:
 
 
 # ---- 4. every problem of a document, of a file, of a directory -----------------------------
+# (`cronloop apply` of a directory: tests/cli/test_apply_run.py)
 
 
 def test_repeated_targets_and_a_too_large_n_are_both_reported() -> None:
@@ -242,39 +237,3 @@ def test_a_single_error_is_its_own_only_error() -> None:
     with pytest.raises(ResourceError) as info:
         load_resources(cronjob(name="n" * 58))
     assert info.value.errors == (info.value,)
-
-
-def test_apply_names_every_bad_file_and_applies_nothing(tmp_path: Path) -> None:
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    (specs / "00-good.yaml").write_text(cronjob(name="good"))
-    for i in range(1, 11):
-        (specs / f"{i:02}-bad.yaml").write_text(cronjob(name=f"bad-{i}", targets="[EU]"))
-    (specs / "11-two-problems.yaml").write_text(
-        cronjob(name="two", targets="[eu, eu]", extra="    successPolicy: {mode: AtLeast, n: 5}\n")
-    )
-    app = typer.Typer(add_completion=False)
-    register(app)
-    with LiveServer(tmp_path / "server") as live:
-        env = {"CRONLOOP_SERVER": live.url, "CRONLOOP_TOKEN": live.token, "NO_COLOR": "1"}
-        result = CliRunner().invoke(app, ["apply", "-f", str(specs)], env=env)
-
-        async def names(store: Store) -> list[str]:
-            return [o.name for o in (await store.list("CronJob")).items]
-
-        stored = live.call(names)
-    assert result.exit_code == 1
-    assert result.stdout == ""
-    assert result.stderr.splitlines() == [
-        *(
-            f'error: {specs}/{i:02}-bad.yaml: CronJob "bad-{i}": '
-            f"spec.jobTemplate.targets.names[0]: name 'EU' {LABEL_RULE}"
-            for i in range(1, 11)
-        ),
-        (
-            f'error: {specs}/11-two-problems.yaml: CronJob "two": '
-            "spec.jobTemplate.targets.names: target names must be unique (repeated: eu); "
-            "spec.jobTemplate.successPolicy.n: must not exceed the number of targets (2), got 5"
-        ),
-    ]
-    assert stored == []  # 00-good.yaml is valid, but nothing is sent while any file is bad

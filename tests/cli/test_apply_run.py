@@ -74,6 +74,43 @@ def test_apply_refuses_an_invalid_file_before_sending_anything(
     assert _names(live, "Job") == []  # a.yaml was valid but nothing was sent
 
 
+def test_apply_names_every_bad_file_and_applies_nothing(
+    invoke: Invoke, live: LiveServer, tmp_path: Path
+) -> None:
+    label_rule = (
+        "must consist of lower-case letters, digits and '-', and start and end with a letter or "
+        "digit"
+    )
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    _write(specs, "00-good.yaml", CRONJOB_YAML.replace("name: nightly", "name: good"))
+    for i in range(1, 11):
+        bad = CRONJOB_YAML.replace("name: nightly", f"name: bad-{i}")
+        _write(specs, f"{i:02}-bad.yaml", bad.replace("targets: [eu, us]", "targets: [EU]"))
+    two_problems = CRONJOB_YAML.replace("name: nightly", "name: two").replace(
+        "    targets: [eu, us]\n",
+        "    targets: [eu, eu]\n    successPolicy: {mode: AtLeast, n: 5}\n",
+    )
+    _write(specs, "11-two-problems.yaml", two_problems)
+    result = invoke("apply", "-f", str(specs))
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        *(
+            f'error: {specs}/{i:02}-bad.yaml: CronJob "bad-{i}": '
+            f"spec.jobTemplate.targets.names[0]: name 'EU' {label_rule}"
+            for i in range(1, 11)
+        ),
+        (
+            f'error: {specs}/11-two-problems.yaml: CronJob "two": '
+            "spec.jobTemplate.targets.names: target names must be unique (repeated: eu); "
+            "spec.jobTemplate.successPolicy.n: must not exceed the number of targets (2), got 5"
+        ),
+    ]
+    # 00-good.yaml is valid, but nothing is sent while any file is bad
+    assert _names(live, "CronJob") == []
+
+
 def test_apply_reports_every_problem_of_a_resource_on_one_line(
     invoke: Invoke, tmp_path: Path
 ) -> None:

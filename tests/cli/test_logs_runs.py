@@ -4,21 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cronloop.api import (
-    Attempt,
-    Job,
-    ObjectMeta,
-    ObjectRef,
-    Phase,
-    StepName,
-    SubJob,
-    SubJobSpec,
-    SubJobStatus,
-    load_resources,
-)
-from cronloop.controllers.objects import JOB_LABEL, to_stored, typed
+from cronloop.api import Attempt, Phase, StepName, parse_resource
+from cronloop.controllers.objects import to_stored
 from cronloop.store import Store
 from tests.cli.conftest import Invoke, in_background
+from tests.server.builders import add_subjob, job_body, set_subjob_status, step
 from tests.server.live import LiveServer
 
 Step = tuple[StepName, Phase, str | None]
@@ -26,77 +16,41 @@ Step = tuple[StepName, Phase, str | None]
 file yet)."""
 
 
-def _job_yaml(name: str, targets: list[str]) -> str:
-    return f"""
-apiVersion: cronloop.dev/v1
-kind: Job
-metadata: {{name: {name}}}
-spec:
-  targets: [{", ".join(targets)}]
-  prepare: {{runtime: process, argv: [echo, prepare]}}
-  main: {{runtime: process, argv: [echo, main]}}
-"""
-
-
 def _attempts(live: LiveServer, job: str, target: str, steps: list[Step]) -> tuple[Attempt, ...]:
     attempts = []
-    for number, (step, phase, text) in enumerate(steps, start=1):
-        path = live.log_dir / job / f"{job}-{target}.{number}.{step.value}.log"
+    for number, (step_name, phase, text) in enumerate(steps, start=1):
+        path = live.log_dir / job / f"{job}-{target}.{number}.{step_name.value}.log"
         if text is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             if not path.exists() or path.read_text() != text:
                 path.write_text(text)
         attempts.append(
-            Attempt(number=number, step=step, phase=phase, runtime={"logPath": str(path)})
+            Attempt(number=number, step=step_name, phase=phase, runtime={"logPath": str(path)})
         )
     return tuple(attempts)
 
 
 def _seed(live: LiveServer, job: str, runs: dict[str, list[Step]]) -> None:
-    """Store Job ``job`` with one sub-job per target, holding the given attempts."""
+    """Store Job ``job`` (prepare and main steps) with one sub-job per target, holding the
+    given attempts."""
+    body = job_body(job, targets=list(runs))
+    body["spec"].update(prepare=step(["echo", "prepare"]), main=step(["echo", "main"]))
+    recorded = {target: _attempts(live, job, target, steps) for target, steps in runs.items()}
 
     async def create(store: Store) -> None:
-        (resource,) = load_resources(_job_yaml(job, list(runs)))
-        stored = await store.create(to_stored(resource))
-        parent = typed(stored, Job)
-        for target, steps in runs.items():
-            attempts = _attempts(live, job, target, steps)
-            sub = SubJob(
-                metadata=ObjectMeta(name=f"{job}-{target}", labels={JOB_LABEL: job}),
-                spec=SubJobSpec(
-                    job=ObjectRef(name=job, uid=stored.uid),
-                    target=target,
-                    prepare=parent.spec.prepare,
-                    main=parent.spec.main,
-                ),
-                status=SubJobStatus(phase=_sub_phase(attempts), attempts=attempts),
-            )
-            await store.create(to_stored(sub, owner_uid=stored.uid))
+        stored = await store.create(to_stored(parse_resource(body)))
+        for target, attempts in recorded.items():
+            await add_subjob(store, stored, target, recorded=attempts)
 
     live.call(create)
 
 
-def _sub_phase(attempts: tuple[Attempt, ...]) -> Phase:
-    if not attempts:
-        return Phase.PENDING
-    last = attempts[-1]
-    if last.phase is Phase.SUCCEEDED and last.step is StepName.PREPARE:
-        return Phase.PREPARED
-    return last.phase
-
-
 def _update(live: LiveServer, job: str, target: str, steps: list[Step], phase: Phase) -> None:
     """Write sub-job ``<job>-<target>``'s attempts and phase, as the Job controller would."""
-
-    async def write(store: Store) -> None:
-        obj = await store.get("SubJob", f"{job}-{target}")
-        sub = typed(obj, SubJob)
-        attempts = _attempts(live, job, target, steps)
-        status = sub.status.model_copy(update={"attempts": attempts, "phase": phase})
-        updated = sub.model_copy(update={"status": status})
-        await store.update_status(to_stored(updated, owner_uid=obj.owner_uid))
-
-    live.call(write)
+    attempts = _attempts(live, job, target, steps)
+    live.call(
+        lambda store: set_subjob_status(store, f"{job}-{target}", attempts=attempts, phase=phase)
+    )
 
 
 P, M = StepName.PREPARE, StepName.MAIN

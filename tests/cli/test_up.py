@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -16,11 +17,18 @@ from typing import Any
 
 import pytest
 
-from cronloop.api import Phase, load_resources
-from cronloop.cli.up import LOCK_FILE, RunPrinter, StateDirInUse, hold_state_dir, up_console
+from cronloop.api import Attempt, Phase, StepName, load_resources
+from cronloop.cli.up import (
+    LOCK_FILE,
+    RunPrinter,
+    StateDirInUse,
+    _print_runs,
+    hold_state_dir,
+    up_console,
+)
 from cronloop.controllers import to_stored
 from cronloop.store import EventType, ListResult, Store, StoredObject, WatchEvent, open_store
-from tests.server.builders import set_job_status
+from tests.server.builders import add_subjob, set_job_status, set_subjob_status
 
 BOUND = 30.0  # seconds any process start or wait may take before the test fails
 
@@ -53,7 +61,11 @@ def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     )
     try:
         assert process.stdout is not None
-        assert process.stdout.readline() == "held\n"  # ends early (EOF) if it failed
+        # "held" comes in one flushed write: once readable, the line (or EOF, if it failed)
+        # is there, so readline() cannot block.
+        readable, _, _ = select.select([process.stdout], [], [], BOUND)
+        assert readable, "the holder did not take the lock in time"
+        assert process.stdout.readline() == "held\n"
         yield process
     finally:
         process.kill()
@@ -170,8 +182,6 @@ async def _create(store: Store, name: str) -> StoredObject:
 async def test_up_prints_only_what_changes_while_it_runs(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cronloop.cli.up import _print_runs
-
     await _create(store, "finished-before")
     await set_job_status(store, "finished-before", phase=Phase.SUCCEEDED)
     await _create(store, "running-before")
@@ -229,3 +239,18 @@ async def test_the_printer_reports_a_failed_subjob_once_and_new_warnings_only(
     assert output.getvalue() == "    warning: new warning\n"
     printer.show(WatchEvent(EventType.DELETED, job, job.resource_version + 1))
     assert output.getvalue() == "    warning: new warning\n"
+
+    sub = await add_subjob(store, job, "eu", attempts=[(Phase.RUNNING, None)])
+    printer.show(WatchEvent(EventType.ADDED, sub, sub.resource_version))
+    assert output.getvalue() == "    warning: new warning\n"
+    failed = Attempt(
+        number=1, step=StepName.MAIN, phase=Phase.FAILED, reason="Exited", message="code 3"
+    )
+    sub = await set_subjob_status(store, "warned-eu", attempts=(failed,), phase=Phase.FAILED)
+    printer.show(WatchEvent(EventType.MODIFIED, sub, sub.resource_version))
+    reported = "    warning: new warning\n    warned-eu failed Exited: code 3\n"
+    assert output.getvalue() == reported
+    again = await set_subjob_status(store, "warned-eu", message="still failed")
+    assert again.resource_version > sub.resource_version  # news, were it not reported already
+    printer.show(WatchEvent(EventType.MODIFIED, again, again.resource_version))
+    assert output.getvalue() == reported

@@ -283,9 +283,8 @@ async def test_an_attempt_id_is_started_again_only_by_another_session(
 ) -> None:
     # A Job deleted and made again under its name names its attempts as before.
     first, second = Recorder(), Recorder()
-    assert (await run(inline_runtime, tmp_path, first, "add", {"a": 1, "b": 2})).phase is (
-        Phase.SUCCEEDED
-    )
+    done = await run(inline_runtime, tmp_path, first, "add", {"a": 1, "b": 2})
+    assert done.phase is Phase.SUCCEEDED
     spec = make_spec(tmp_path, InlineSettings(f"{JOBS}:add", {"a": 1, "b": 2}))
     with pytest.raises(AttemptExistsError, match="'a1' was already started"):
         await inline_runtime.start(spec, first)  # the same session: a double start
@@ -294,5 +293,5 @@ async def test_an_attempt_id_is_started_again_only_by_another_session(
     with pytest.raises(AttemptExistsError, match="'a1' was already started"):
         await inline_runtime.start(make_spec(tmp_path, spec.settings, session="s3"), second)
     await inline_runtime.cancel("a1", grace=0)
-    assert (await finish(inline_runtime, "a1", bound=10.0)).phase is Phase.CANCELLED
+    assert (await finish(inline_runtime, "a1")).phase is Phase.CANCELLED
     assert second.check("a1").phase is Phase.CANCELLED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -73,43 +74,65 @@ async def add_subjob(
     target: str,
     *,
     attempts: list[tuple[Phase, Path | None]] | None = None,
+    recorded: Sequence[Attempt] = (),
 ) -> StoredObject:
-    """Store ``job``'s SubJob for ``target`` with the given attempts ``(phase, log path)``.
+    """Store ``job``'s SubJob for ``target`` holding the attempts ``recorded`` as given (any
+    step, any field), then the given ``attempts`` ``(phase, log path)`` of its main step.
 
-    This is what the Job controller writes when it fans out and dispatches; the server only
-    reads it.
+    The sub-job's phase is its last attempt's (Prepared once a prepare step succeeded),
+    Pending without attempts. This is what the Job controller writes when it fans out and
+    dispatches; the server only reads it.
     """
     parent = typed(job, Job)
-    recorded = tuple(
+    made = tuple(recorded) + tuple(
         Attempt(
             number=index,
             step=StepName.MAIN,
             phase=phase,
             runtime={"logPath": str(path)} if path is not None else {},
         )
-        for index, (phase, path) in enumerate(attempts or [], start=1)
+        for index, (phase, path) in enumerate(attempts or [], start=len(recorded) + 1)
     )
-    last = recorded[-1].phase if recorded else Phase.PENDING
     sub = SubJob(
         metadata=ObjectMeta(name=f"{job.name}-{target}", labels={JOB_LABEL: job.name}),
         spec=SubJobSpec(
-            job=ObjectRef(name=job.name, uid=job.uid), target=target, main=parent.spec.main
+            job=ObjectRef(name=job.name, uid=job.uid),
+            target=target,
+            prepare=parent.spec.prepare,
+            main=parent.spec.main,
         ),
-        status=SubJobStatus(phase=last, attempts=recorded),
+        status=SubJobStatus(phase=_phase_after(made), attempts=made),
     )
     return await store.create(to_stored(sub, owner_uid=job.uid))
 
 
+def _phase_after(attempts: Sequence[Attempt]) -> Phase:
+    if not attempts:
+        return Phase.PENDING
+    last = attempts[-1]
+    if last.phase is Phase.SUCCEEDED and last.step is StepName.PREPARE:
+        return Phase.PREPARED
+    return last.phase
+
+
+async def set_subjob_status(store: Store, name: str, **fields: Any) -> StoredObject:
+    """Write ``fields`` (snake_case SubJobStatus fields) into SubJob ``name``'s status."""
+    obj = await store.get("SubJob", name)
+    sub = typed(obj, SubJob)
+    status = sub.status.model_copy(update=fields)
+    return await store.update_status(
+        to_stored(sub.model_copy(update={"status": status}), owner_uid=obj.owner_uid)
+    )
+
+
 async def set_attempt_phase(store: Store, subjob: str, number: int, phase: Phase) -> None:
     """Move attempt ``number`` of ``subjob`` (and the sub-job) to ``phase``."""
-    obj = await store.get("SubJob", subjob)
-    sub = typed(obj, SubJob)
+    sub = typed(await store.get("SubJob", subjob), SubJob)
     attempts = tuple(
         a.model_copy(update={"phase": phase}) if a.number == number else a
         for a in sub.status.attempts
     )
-    status = sub.status.model_copy(update={"attempts": attempts, "phase": phase})
-    await store.update_status(to_stored(sub.model_copy(update={"status": status})))
+    await set_subjob_status(store, subjob, attempts=attempts, phase=phase)
 
 
 async def set_job_status(store: Store, name: str, **fields: Any) -> StoredObject:
