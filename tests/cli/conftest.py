@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ import typer
 from typer.testing import CliRunner, Result
 
 from cronloop.cli.commands import register
+from cronloop.store import Store, open_store
 from tests.server.live import LiveServer
 
 Invoke = Callable[..., Result]
@@ -20,6 +21,13 @@ Invoke = Callable[..., Result]
 def live(tmp_path: Path) -> Iterator[LiveServer]:
     with LiveServer(tmp_path / "server", poll_interval=0.05) as server:
         yield server
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A store of its own (no server) for the tests of ``cronloop up``'s parts."""
+    async with await open_store(tmp_path / "cronloop.db") as opened:
+        yield opened
 
 
 @pytest.fixture

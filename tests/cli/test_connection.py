@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import httpx
@@ -11,18 +10,12 @@ import pytest
 from cronloop.cli.client import ClientError, CronloopClient, ServerUnreachable, resolve_connection
 from cronloop.server import Credentials, save_credentials
 from tests.cli.conftest import Invoke
+from tests.ports import free_port
 from tests.server.live import LiveServer
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def test_connection_refused_says_to_start_the_server(invoke: Invoke) -> None:
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     result = invoke("get", "jobs", env={"CRONLOOP_SERVER": url})
     assert result.exit_code == 1
     line = result.stderr.strip()

@@ -8,10 +8,9 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,8 @@ from cronloop.cli.up import (
     up_console,
 )
 from cronloop.controllers import to_stored
-from cronloop.store import EventType, ListResult, Store, StoredObject, WatchEvent, open_store
+from cronloop.store import EventType, ListResult, Store, StoredObject, WatchEvent
+from tests.ports import free_port
 from tests.server.builders import add_subjob, set_job_status, set_subjob_status
 
 BOUND = 30.0  # seconds any process start or wait may take before the test fails
@@ -40,13 +40,6 @@ with hold_state_dir(Path(sys.argv[1])):
     print("held", flush=True)
     sys.stdin.read()  # until the test closes it, or kills this process
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -82,7 +75,7 @@ def test_a_second_up_on_the_same_state_dir_refuses_and_touches_nothing(
     credentials = state / "credentials.json"
     credentials.write_text(json.dumps({"server": "http://127.0.0.1:8086", "token": "t0"}))
     before = sorted(p.name for p in state.iterdir())
-    port = str(_free_port())
+    port = str(free_port())
     result = subprocess.run(
         [sys.executable, "-m", "cronloop.cli", "up", "--state-dir", str(state), "--port", port],
         cwd=tmp_path,
@@ -168,12 +161,6 @@ class _Output(io.StringIO):
                 await self.changed.wait()
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with await open_store(tmp_path / "s.db") as opened:
-        yield opened
-
-
 async def _create(store: Store, name: str) -> StoredObject:
     (job,) = load_resources(_job(name))
     return await store.create(to_stored(job))
@@ -254,3 +241,48 @@ async def test_the_printer_reports_a_failed_subjob_once_and_new_warnings_only(
     assert again.resource_version > sub.resource_version  # news, were it not reported already
     printer.show(WatchEvent(EventType.MODIFIED, again, again.resource_version))
     assert output.getvalue() == reported
+
+
+async def test_changes_older_than_the_seed_are_not_printed(store: Store) -> None:
+    # `cronloop up` seeds the printer from the manager's cache, which may hold a run newer
+    # than the first events watched from the listing's revision.
+    await _create(store, "seen")
+    running = await set_job_status(store, "seen", phase=Phase.RUNNING)
+    succeeded = await set_job_status(store, "seen", phase=Phase.SUCCEEDED)
+    output = _Output()
+    printer = RunPrinter(up_console(output))
+    printer.seed([succeeded], [])
+    printer.show(WatchEvent(EventType.MODIFIED, running, running.resource_version))
+    printer.show(WatchEvent(EventType.MODIFIED, succeeded, succeeded.resource_version))
+    assert output.getvalue() == ""
+    failed = await set_job_status(store, "seen", phase=Phase.FAILED)
+    printer.show(WatchEvent(EventType.MODIFIED, failed, failed.resource_version))
+    assert output.getvalue().split()[1:3] == ["seen", "Failed"]
+
+
+async def test_the_printer_watches_from_the_snapshot_it_is_given(store: Store) -> None:
+    await _create(store, "before")
+    before = await set_job_status(store, "before", phase=Phase.SUCCEEDED)
+    revision = await store.current_revision()
+    listed = asyncio.Event()
+
+    async def snapshot() -> tuple[list[StoredObject], list[StoredObject], int]:
+        listed.set()
+        return [before], [], revision
+
+    output = _Output()
+    printer = asyncio.create_task(_print_runs(store, up_console(output), snapshot))
+    try:
+        async with asyncio.timeout(BOUND):
+            await listed.wait()
+        await _create(store, "after")
+        await set_job_status(store, "after", phase=Phase.RUNNING)
+        await output.wait_for("after Running")
+    finally:
+        printer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await printer
+    assert [line.split()[1:3] for line in output.getvalue().splitlines()] == [
+        ["after", "Pending"],
+        ["after", "Running"],
+    ]

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from rich.console import Console
 
 from cronloop.cli.up import apply_spec_dir
-from cronloop.store import Store, open_store
+from cronloop.store import Store
 
 CRONJOB = """
 apiVersion: cronloop.dev/v1
@@ -32,15 +30,6 @@ metadata: {name: backfill}
 spec:
   main: {runtime: process, argv: [/bin/echo, one]}
 """
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(tmp_path / "cronloop.db")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def _apply(store: Store, specs: Path) -> tuple[int, str]:
