@@ -9,7 +9,6 @@ TimedOut) in the very pass that ends the Job, and their attempts stop after it. 
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from cronloop.controllers import CANCEL_ANNOTATION, to_stored, typed
 
 from .harness import Stack, running_stack
 from .scripted import ScriptedRuntime
+from .support import start_running
 
 SHARDED = """
 apiVersion: cronloop.dev/v1
@@ -41,23 +41,6 @@ spec:
 """
 
 
-async def _started(runtime: ScriptedRuntime, count: int) -> list[str]:
-    """The ids of the first ``count`` attempts, once the controller has started them."""
-    async with asyncio.timeout(60):
-        while len(runtime.started) < count:
-            runtime.changed.clear()
-            await runtime.changed.wait()
-    return sorted(runtime.started)
-
-
-async def _running(runtime: ScriptedRuntime, count: int) -> list[str]:
-    """The first ``count`` attempts, once started, each reported Running."""
-    attempts = await _started(runtime, count)
-    for attempt in attempts:
-        runtime.report(attempt, 1, Phase.RUNNING)
-    return attempts
-
-
 async def _counts_and_subjobs(stack: Stack, name: str) -> tuple[Job, PhaseCounts, list[Phase]]:
     job = typed(await stack.store.get("Job", name), Job)
     phases = [sub.status.phase for sub in await stack.subjobs(name)]
@@ -69,10 +52,8 @@ async def test_at_least_n_counts_the_cancelled_shard(tmp_path: Path) -> None:
     runtime = ScriptedRuntime()
     async with running_stack(tmp_path, runtimes={"inline": runtime}) as stack:
         await stack.apply(SHARDED)
-        attempts = await _started(runtime, 4)
+        attempts = await start_running(runtime, 4)
         slow = next(a for a in attempts if "shard-2" in a)
-        for attempt in attempts:
-            runtime.report(attempt, 1, Phase.RUNNING)
         for attempt in attempts:
             if attempt != slow:
                 runtime.report(attempt, 2, Phase.SUCCEEDED)
@@ -105,7 +86,7 @@ async def test_job_deadline_counts_the_timed_out_targets(tmp_path: Path) -> None
     runtime = ScriptedRuntime()
     async with running_stack(tmp_path, runtimes={"inline": runtime}) as stack:
         await stack.apply(DEADLINE)
-        attempts = await _running(runtime, 2)
+        attempts = await start_running(runtime, 2)
         # One target is done before the deadline; the other is still running when it passes.
         runtime.report(attempts[0], 2, Phase.SUCCEEDED)
         job = await stack.wait_job("deadline", within=120)
@@ -122,7 +103,7 @@ async def test_cancelled_job_counts_its_cancelled_targets(tmp_path: Path) -> Non
     runtime = ScriptedRuntime()
     async with running_stack(tmp_path, runtimes={"inline": runtime}) as stack:
         await stack.apply(DEADLINE.replace("timeoutSeconds: 30", "timeoutSeconds: 3000"))
-        await _running(runtime, 2)
+        await start_running(runtime, 2)
         obj = await stack.store.get("Job", "deadline")
         job = typed(obj, Job)
         # What `cronloop cancel` writes.
@@ -141,7 +122,7 @@ async def test_stale_counts_of_a_finished_job_are_repaired(tmp_path: Path) -> No
     runtime = ScriptedRuntime()
     async with running_stack(tmp_path, runtimes={"inline": runtime}) as stack:
         await stack.apply(DEADLINE)
-        for attempt in await _running(runtime, 2):
+        for attempt in await start_running(runtime, 2):
             runtime.report(attempt, 2, Phase.SUCCEEDED)
         job = await stack.wait_job("deadline", within=60)
         assert job.status.phase is Phase.SUCCEEDED

@@ -8,7 +8,6 @@ their phase and reason; targets cancelled because the run ended are not failures
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from cronloop.runtimes import AttemptReport, ProcessRuntime, Reason
 
 from .harness import running_stack
 from .scripted import ScriptedRuntime
+from .support import wait_started
 
 SEVEN_TARGETS = """
 apiVersion: cronloop.dev/v1
@@ -84,10 +84,7 @@ async def test_message_lists_the_first_three_failures_and_counts_the_rest(
     runtime = ScriptedRuntime()
     async with running_stack(tmp_path, runtimes={"inline": runtime}) as stack:
         await stack.apply(SEVEN_TARGETS)
-        async with asyncio.timeout(60):
-            while len(runtime.started) < 7:
-                runtime.changed.clear()
-                await runtime.changed.wait()
+        await wait_started(runtime, 7)
         ids = {spec.target: ident for ident, (spec, _) in runtime.started.items()}
         # All in one go, so that one pass takes them all; g is still running then.
         _end(runtime, ids["a"], Phase.SUCCEEDED, Reason.COMPLETED, exit_code=0)

@@ -167,7 +167,12 @@ def test_a_run_template_is_what_the_models_dump(body: str, expected_duration: fl
         cron_job=ObjectRef(name="nightly", uid=cronjob.metadata.uid or ""),
     )
     assert template.run_status == dump_model(status)
-    # What every run is filled in from stays as it was made.
+    # The new-run status is shared per target count (cached): making the template of another
+    # CronJob with as many targets leaves this one as it was made. (A second template of the
+    # same CronJob alone would not show it: it writes back the same name.)
+    other = cronjob.model_copy(update={"metadata": ObjectMeta(name="hourly", uid=new_uid())})
+    assert _run_template(other).run_status["cronJob"]["name"] == "hourly"
+    assert template.run_status == dump_model(status)
     assert _run_template(cronjob).run_status == template.run_status
     if spec.targets.selector is None:
         assert template.fan_out is not None

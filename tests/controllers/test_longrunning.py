@@ -129,11 +129,17 @@ def test_warning_message_names_run_elapsed_and_basis() -> None:
     )
 
 
-def test_message_for_expected_duration() -> None:
+def _expected_duration_message(expected: float, now: float) -> str:
+    """The warning for run "r", started at 0 with ``expectedDurationSeconds: expected``, at
+    ``now``."""
     detector = LongRunningDetector()
-    detector.started("r", cronjob="c", started_at=0.0, expected=2.5)
-    [warning] = detector.check(3.75)
-    assert warning.message == (
+    detector.started("r", cronjob="c", started_at=0.0, expected=expected)
+    [warning] = detector.check(now)
+    return warning.message
+
+
+def test_message_for_expected_duration() -> None:
+    assert _expected_duration_message(2.5, 3.75) == (
         'run "r" has been running 3.8s, expected at most 2.5s (expectedDurationSeconds)'
     )
 
@@ -154,10 +160,7 @@ def test_message_for_expected_duration() -> None:
 def test_message_shows_the_running_time_above_the_limit(
     expected: float, now: float, running: str, limit: str
 ) -> None:
-    detector = LongRunningDetector()
-    detector.started("r", cronjob="c", started_at=0.0, expected=expected)
-    [warning] = detector.check(now)
-    assert warning.message == (
+    assert _expected_duration_message(expected, now) == (
         f'run "r" has been running {running}, expected at most {limit} (expectedDurationSeconds)'
     )
 
@@ -171,12 +174,10 @@ def _seconds_shown(message: str, before: str, after: str) -> float:
     over=st.floats(min_value=0.001, max_value=100_000),
 )
 def test_running_time_always_reads_larger_than_the_limit(expected: float, over: float) -> None:
-    detector = LongRunningDetector()
-    detector.started("r", cronjob="c", started_at=0.0, expected=expected)
-    [warning] = detector.check(expected + over)
-    running = _seconds_shown(warning.message, "running ", ",")
-    limit = _seconds_shown(warning.message, "at most ", " (")
-    assert running > limit, warning.message
+    message = _expected_duration_message(expected, expected + over)
+    running = _seconds_shown(message, "running ", ",")
+    limit = _seconds_shown(message, "at most ", " (")
+    assert running > limit, message
 
 
 def test_warns_once_at_or_after_threshold() -> None:

@@ -8,6 +8,8 @@ never comes, and before this guard the sub-job waited in Pending until the proce
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from cronloop.controllers.job import START_LOST_AFTER
 from cronloop.store import Batch, BatchResult, StoreError
 
 from .harness import Stack, running_stack
+from .support import wait_until
 
 JOB = """
 apiVersion: cronloop.dev/v1
@@ -30,16 +33,35 @@ spec:
 """
 
 
-def lose_first_fan_out_answer(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> list[Batch]:
-    """Make the first commit that creates sub-jobs commit, then raise: its answer is lost.
-    Returns the list that receives that batch."""
+@dataclass
+class Raised:
+    """The batches a test's commit raised for, with a way to wait for them."""
+
+    batches: list[Batch] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, batch: Batch) -> None:
+        self.batches.append(batch)
+        self.changed.set()
+
+    async def wait_count(self, count: int, *, within: float) -> None:
+        # Woken by the commit itself: a commit that raised may have changed nothing stored.
+        await wait_until(self.changed, lambda: len(self.batches) >= count, within=within)
+
+
+def _fans_out(batch: Batch) -> bool:
+    return any(obj.kind == "SubJob" for obj in batch.creates)
+
+
+def lose_first_fan_out_answer(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Raised:
+    """Make the first commit that creates sub-jobs commit, then raise: its answer is lost."""
     real_commit = stack.store.commit
-    lost: list[Batch] = []
+    lost = Raised()
 
     async def commit_losing_the_answer(batch: Batch) -> BatchResult:
         result = await real_commit(batch)
-        if not lost and any(obj.kind == "SubJob" for obj in batch.creates):
-            lost.append(batch)
+        if not lost.batches and _fans_out(batch):
+            lost.add(batch)
             raise StoreError("the writer's answer was lost after its commit")
         return result
 
@@ -58,7 +80,7 @@ async def test_a_start_lost_after_its_commit_fails_the_attempt_and_retries(
         await stack.apply(JOB.replace("limit: 1", f"limit: {retries}"))
         job = await stack.wait_job("lost-start", within=10 * START_LOST_AFTER)
 
-        assert lost, "the fan-out's commit was never seen"
+        assert lost.batches, "the fan-out's commit was never seen"
         waited = (stack.clock.now() - started).total_seconds()
         assert waited >= START_LOST_AFTER
         subs = await stack.subjobs("lost-start")
@@ -94,8 +116,8 @@ async def test_a_scheduled_run_whose_start_was_lost_is_retried(
         lost = lose_first_fan_out_answer(stack, monkeypatch)
         await stack.apply(CRONJOB)
         # The first run falls due a minute after the CronJob was made.
-        await stack.wait_for(lambda: _true(lost), within=120)
-        (run,) = [o for o in lost[0].creates if o.kind == "Job"]
+        await lost.wait_count(1, within=120)
+        (run,) = [o for o in lost.batches[0].creates if o.kind == "Job"]
         job = await stack.wait_job(run.name, within=10 * START_LOST_AFTER)
         assert job.status.phase is Phase.SUCCEEDED
         (sub,) = await stack.subjobs(run.name)
@@ -109,10 +131,6 @@ async def test_a_scheduled_run_whose_start_was_lost_is_retried(
         assert run.name in [j.metadata.name for j in await stack.jobs("lost-fire")]
 
 
-async def _true(flag: list[Batch]) -> bool:
-    return bool(flag)
-
-
 @pytest.mark.looptime
 async def test_the_starts_remembered_stay_bounded_while_the_store_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -121,28 +139,28 @@ async def test_the_starts_remembered_stay_bounded_while_the_store_fails(
     monkeypatch.setattr(job_module, "STARTS_KEPT", 8)
     async with running_stack(tmp_path) as stack:
         real_commit = stack.store.commit
-        failed: list[Batch] = []
+        failed = Raised()
 
         async def commit_failing(batch: Batch) -> BatchResult:
-            if any(obj.kind == "SubJob" for obj in batch.creates) and len(failed) < 40:
-                failed.append(batch)
+            if _fans_out(batch) and len(failed.batches) < 40:
+                failed.add(batch)
                 raise StoreError("the store is down")
             return await real_commit(batch)
 
         monkeypatch.setattr(stack.store, "commit", commit_failing)
-        for index in range(4):
-            await stack.apply(CRONJOB.replace("lost-fire", f"down-{index}"))
-        await stack.wait_for(lambda: _true(failed[39:]), within=600)
+        names = {f"down-{index}" for index in range(4)}
+        for name in sorted(names):
+            await stack.apply(CRONJOB.replace("lost-fire", name))
+        await failed.wait_count(40, within=600)
         assert len(stack.manager.jobs._recorded) <= 8
+
         # The store is back: the runs are made and started, none of them lost.
-        for index in range(4):
-            name = f"down-{index}"
+        async def each_cronjob_has_a_succeeded_run() -> bool:
+            succeeded = {
+                job.status.cron_job.name
+                for job in await stack.jobs()
+                if job.status.cron_job and job.status.phase is Phase.SUCCEEDED
+            }
+            return succeeded >= names
 
-            async def succeeded(name: str = name) -> bool:
-                return await _has_succeeded_run(stack, name)
-
-            await stack.wait_for(succeeded, within=600)
-
-
-async def _has_succeeded_run(stack: Stack, cronjob: str) -> bool:
-    return any(job.status.phase is Phase.SUCCEEDED for job in await stack.jobs(cronjob))
+        await stack.wait_for(each_cronjob_has_a_succeeded_run, within=600)
