@@ -21,7 +21,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ import pytest
 from cronloop.api import CronJob, Job, Phase, SubJob
 from cronloop.controllers import typed
 from cronloop.store import open_store
+from tests.ports import free_port
 
 SPEC = """
 apiVersion: cronloop.dev/v1
@@ -62,13 +62,6 @@ spec:
           (marks / (name + ".done")).write_text(str(time.time()))
       env: {{MARK_DIR: "{marks}"}}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _start(root: Path, port: int) -> subprocess.Popen[str]:
@@ -136,7 +129,7 @@ def test_kill_dash_nine_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         (tmp_path / "specs" / f"{name}.yaml").write_text(
             SPEC.format(name=name, guarantee=guarantee, python=sys.executable, marks=marks)
         )
-    port = _free_port()
+    port = free_port()
     for _ in range(6):
         proc = _start(tmp_path, port)
         time.sleep(rng.uniform(0.3, 2.5))  # where the kill lands is the experiment
