@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import math
 import time
 from datetime import UTC, datetime
@@ -131,19 +130,14 @@ async def _attempt(
 def measure_cronloop(scenario: Scenario, /, *, tmp_dir: Path) -> LatencyStats:
     """One measurement of cronloop on ``scenario`` (see the module docstring)."""
     budget = max(2.0, scenario.n / 2_000)
-    thresholds = gc.get_threshold()
     for attempt in range(4):
         directory = tmp_dir / f"try-{attempt}"
         directory.mkdir(parents=True, exist_ok=True)
-        try:
-            # On the loop ``cronloop up`` runs on (see cronloop.cli.eventloop).
-            with asyncio.Runner(loop_factory=loop_factory()) as runner:
-                stats, setup_s = runner.run(_attempt(scenario, directory, budget))
-        finally:
-            # The manager tuned the collector for this process; the baselines measured in
-            # the same process get it back as they ship.
-            gc.unfreeze()
-            gc.set_threshold(*thresholds)
+        # On the loop ``cronloop up`` runs on (see cronloop.cli.eventloop). The manager gives
+        # the collector back as it was when it stops (controllers.heap), so the baselines
+        # measured in the same process get it as they ship.
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            stats, setup_s = runner.run(_attempt(scenario, directory, budget))
         if stats is not None:
             return stats
         budget = setup_s * 1.5

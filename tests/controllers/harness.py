@@ -88,6 +88,7 @@ async def running_stack(
     clock: LoopClock | None = None,
     resync_period: float = 30.0,
     admission: AdmissionController | None = None,
+    tune_gc: bool = False,
 ) -> AsyncIterator[Stack]:
     """A manager on the store in ``tmp_path``; pass the same ``clock`` to a second stack to
     restart on the same store after fake downtime."""
@@ -103,6 +104,7 @@ async def running_stack(
         clock=clock,
         resync_period=resync_period,
         admission=admission,
+        tune_gc=tune_gc,
     )
     task = asyncio.create_task(manager.run())
     try:

@@ -1,32 +1,185 @@
-"""Garbage-collector settings for a scheduler process that keeps a large heap in memory.
+"""Garbage-collector policy for a scheduler process that keeps a large heap in memory.
 
 A running manager holds every CronJob, Job and SubJob in its cache: long-lived objects, tens
-of thousands of them, that the cyclic collector would rescan on every full collection while
-thousands of runs allocate models, dicts and futures. Measured on a 10,000-run burst, the
-collector's default thresholds cost 5.8 s of 18 s; with the settings below, 1.1 s.
+of thousands of them, while thousands of runs a second add to them. CPython's generational
+collector scans every young survivor again, and when an older generation fills it scans the
+whole of it in one pause. Nearly everything a run leaves behind stays alive (its records in
+the cache, until its history is pruned) or is freed by reference counting, not by the
+collector: on a 10,000-run spread at 2,000 runs/s (``python -m bench.trigger_probe spread``)
+young collections found about 150 objects in cycles in all, and a collection of everything
+that survived them found 10. So the collector's scans are nearly all waste, and they land on
+the runs due meanwhile: with the earlier policy (young threshold 50,000, default promotion)
+young collections paused the loop 30-90 ms and older ones up to 300 ms, and took 5-7% of a
+loop that the spread keeps busy; the spread's p99 lateness was 57-107 ms with it and
+12-29 ms with the collector off (same machine, same sitting).
 
-- :func:`gc.freeze` moves everything alive after the initial listing (the cache, the
-  imported modules) to the permanent generation, which collections skip;
-- the first-generation threshold goes from 700 allocations to 50,000, so young collections
-  run every few thousand runs rather than every few runs (cyclic garbage waits a little
-  longer; plain garbage is still freed at once by reference counting).
+:class:`HeapKeeper` replaces the automatic collector with one paced from the event loop:
 
-These are process-wide settings, so a library must not choose them for its host: the
-manager applies them only when asked (``Manager(tune_gc=True)``), which ``cronloop up`` does.
+- :meth:`HeapKeeper.settle` (once the cache is loaded) collects once, freezes what is alive
+  (:func:`gc.freeze`: the permanent generation, which collections skip) and turns automatic
+  collection off;
+- :meth:`HeapKeeper.tick` (every :data:`TICK_SECONDS`, from :meth:`HeapKeeper.run`) looks at
+  the young objects made since the last tick: below :data:`YOUNG_THRESHOLD` it does nothing;
+  otherwise it collects them (a young collection: a few thousand objects, about a
+  millisecond) and freezes the survivors, so nothing is scanned twice. While collections keep
+  finding next to no garbage (under :data:`GARBAGE_SHARE` of what they scan), the following
+  ticks freeze the young objects without scanning them, doubling up to :data:`MAX_SKIP` ticks
+  in a row; one collection that finds garbage (inline jobs that make cycles, say) brings back
+  a collection every tick;
+- cycles that are frozen and dropped later stay in the permanent generation.
+  :meth:`HeapKeeper.upkeep` (called by the manager's resync) bounds them the way CPython
+  bounds its own full collections: when the permanent generation has grown by
+  :data:`FULL_GROWTH` since the last full collection, it collects everything once (unfreeze,
+  collect, freeze). A cache that stops growing stops triggering it; a growing one pays one
+  full collection per quarter of growth, as the default collector would.
+
+Hand-written because the standard library's knobs (thresholds, :func:`gc.freeze`) are the
+only ones there are; this composes them. These are process-wide settings, so a library must
+not choose them for its host: the manager applies them only when asked
+(``Manager(tune_gc=True)``), which ``cronloop up`` does, and gives the process its previous
+settings back when it stops (:meth:`HeapKeeper.release`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
+import time
 
-__all__ = ["GC_THRESHOLDS", "settle_heap"]
+__all__ = [
+    "FULL_GROWTH",
+    "GARBAGE_SHARE",
+    "MAX_SKIP",
+    "TICK_SECONDS",
+    "YOUNG_THRESHOLD",
+    "HeapKeeper",
+]
 
-#: (generation 0, generation 1, generation 2) thresholds for a scheduler process.
-GC_THRESHOLDS = (50_000, 20, 1_000)
+logger = logging.getLogger(__name__)
+
+#: How often the loop looks at the young objects.
+TICK_SECONDS = 0.05
+#: Young objects (allocations less deallocations of tracked objects) that a tick acts on.
+YOUNG_THRESHOLD = 2_000
+#: A young collection that finds less garbage than this share of what it scanned lets the
+#: next ticks freeze without scanning.
+GARBAGE_SHARE = 0.01
+#: At most this many ticks in a row freeze without scanning.
+MAX_SKIP = 64
+#: Growth of the permanent generation, as a fraction of its size after the last full
+#: collection, that makes :meth:`HeapKeeper.upkeep` collect everything (CPython's own rule
+#: for full collections is a quarter).
+FULL_GROWTH = 0.25
 
 
-def settle_heap() -> None:
-    """Freeze what is alive now and raise the collector's thresholds (see the module docstring)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+class HeapKeeper:
+    """The collector policy of one manager (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        young_threshold: int = YOUNG_THRESHOLD,
+        garbage_share: float = GARBAGE_SHARE,
+        max_skip: int = MAX_SKIP,
+        full_growth: float = FULL_GROWTH,
+    ) -> None:
+        if young_threshold < 1:
+            raise ValueError(f"young_threshold: must be >= 1, got {young_threshold}")
+        if not 0 <= garbage_share <= 1:
+            raise ValueError(f"garbage_share: must be between 0 and 1, got {garbage_share}")
+        if max_skip < 0:
+            raise ValueError(f"max_skip: must be >= 0, got {max_skip}")
+        if not full_growth > 0:
+            raise ValueError(f"full_growth: must be > 0, got {full_growth}")
+        self._young_threshold = young_threshold
+        self._garbage_share = garbage_share
+        self._max_skip = max_skip
+        self._full_growth = full_growth
+        #: The collector's state before :meth:`settle`: (enabled, thresholds).
+        self._saved: tuple[bool, tuple[int, ...]] | None = None
+        self._baseline = 0
+        self._skip = 0
+        self._skip_left = 0
+        #: Young collections made, objects they found unreachable, ticks that froze unscanned.
+        self.young_collections = 0
+        self.young_collected = 0
+        self.young_frozen = 0
+        #: Full collections :meth:`upkeep` made, and the objects they found unreachable.
+        self.full_collections = 0
+        self.full_collected = 0
+
+    @property
+    def settled(self) -> bool:
+        return self._saved is not None
+
+    def settle(self) -> None:
+        """Collect, freeze what is alive and take over from the automatic collector."""
+        if self._saved is None:
+            self._saved = (gc.isenabled(), gc.get_threshold())
+        gc.disable()
+        gc.collect()
+        gc.freeze()
+        self._baseline = gc.get_freeze_count()
+
+    def tick(self) -> None:
+        """Collect or freeze the young objects, if there are enough of them (see above)."""
+        if self._saved is None:
+            return
+        young = gc.get_count()[0]
+        if young < self._young_threshold:
+            return
+        if self._skip_left:
+            self._skip_left -= 1
+            self.young_frozen += 1
+            gc.freeze()
+            return
+        found = gc.collect(0)
+        gc.freeze()
+        self.young_collections += 1
+        self.young_collected += found
+        if found < young * self._garbage_share:
+            self._skip = min(max(1, 2 * self._skip), self._max_skip)
+        else:
+            self._skip = 0
+        self._skip_left = self._skip
+
+    async def run(self, interval: float = TICK_SECONDS) -> None:
+        """:meth:`tick` every ``interval`` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            self.tick()
+
+    def upkeep(self) -> bool:
+        """Collect everything once if the frozen heap grew by the policy's share since the last
+        full collection; returns whether it did. Call it from the event loop now and then."""
+        if self._saved is None:
+            return False
+        frozen = gc.get_freeze_count()
+        if frozen <= self._baseline * (1 + self._full_growth) + self._young_threshold:
+            return False
+        began = time.perf_counter()
+        gc.unfreeze()
+        found = gc.collect()
+        gc.freeze()
+        self._baseline = gc.get_freeze_count()
+        self.full_collections += 1
+        self.full_collected += found
+        logger.info(
+            "full collection: %d objects unreachable, %d kept, %.0f ms",
+            found,
+            self._baseline,
+            (time.perf_counter() - began) * 1e3,
+        )
+        return True
+
+    def release(self) -> None:
+        """Give the process its collector back: as enabled as it was, nothing frozen."""
+        if self._saved is None:
+            return
+        enabled, thresholds = self._saved
+        self._saved = None
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        if enabled:
+            gc.enable()

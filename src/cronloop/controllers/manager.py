@@ -21,7 +21,7 @@ from cronloop.controllers.admission import AdmissionController
 from cronloop.controllers.cache import CachedStore, ObjectCache
 from cronloop.controllers.clock import Clock, SystemClock
 from cronloop.controllers.cronjob import CronJobController, job_phase
-from cronloop.controllers.heap import settle_heap
+from cronloop.controllers.heap import HeapKeeper
 from cronloop.controllers.job import JobController
 from cronloop.controllers.logsweep import LogSweeper
 from cronloop.controllers.objects import CRONJOB_LABEL, JOB_LABEL
@@ -91,7 +91,8 @@ class Manager:
         tune_gc: bool = False,
     ) -> None:
         self._store = store
-        self._tune_gc = tune_gc
+        #: The collector policy, applied once the cache is loaded (see controllers.heap).
+        self.heap = HeapKeeper() if tune_gc else None
         self._runtimes = runtimes
         self._clock = clock or SystemClock()
         self._resync_period = resync_period
@@ -177,9 +178,12 @@ class Manager:
                 self._recovered = await self.jobs.recover()
                 feed = tg.create_task(self._feed(), name="change-feed")
                 resync = tg.create_task(self._resync(), name="resync")
+                pacer = None if self.heap is None else tg.create_task(self.heap.run(), name="gc")
                 await self._stopping.wait()
                 feed.cancel()
                 resync.cancel()
+                if pacer is not None:
+                    pacer.cancel()
                 self._cronjob_loop.stop()
                 self.jobs.dispatching = False
                 # From now on reports do not linger (the loop drops delayed keys when it
@@ -193,6 +197,8 @@ class Manager:
         finally:
             self.logs.close()
             await self._close_runtimes()
+            if self.heap is not None:
+                self.heap.release()
 
     async def _close_runtimes(self) -> None:
         """Cancel what still runs (reason RuntimeShutdown); idempotent."""
@@ -217,8 +223,8 @@ class Manager:
         while True:
             try:
                 revision = await self._list_all()
-                if self._tune_gc and not self._ready.is_set():
-                    settle_heap()  # the cache is loaded: keep the collector off it
+                if self.heap is not None and not self._ready.is_set():
+                    self.heap.settle()  # the cache is loaded: keep the collector off it
                 if not self._ready.is_set():
                     self.listed_revision = revision
                     # Logs of Jobs deleted while no feed was watching (a crash, downtime).
@@ -301,3 +307,5 @@ class Manager:
             await asyncio.sleep(self._resync_period)
             self._enqueue_cached()
             self._resyncs += 1
+            if self.heap is not None:
+                self.heap.upkeep()

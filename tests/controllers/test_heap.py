@@ -1,0 +1,201 @@
+"""The collector policy (controllers.heap): young objects collected or frozen from the loop,
+cycles frozen by a skipped tick found by the growth-driven full collection, the process's
+collector given back as it was."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cronloop.api import Phase
+from cronloop.controllers import HeapKeeper
+
+from .harness import running_stack
+
+
+class _Node:
+    """A container the collector tracks; ``link`` makes cycles."""
+
+    def __init__(self) -> None:
+        self.link: object = None
+
+
+def _dropped_cycle() -> weakref.ref[_Node]:
+    """A two-node cycle nothing refers to any more (only the collector can free it)."""
+    a, b = _Node(), _Node()
+    a.link, b.link = b, a
+    return weakref.ref(a)
+
+
+def _live(n: int) -> list[list[int]]:
+    """``n`` tracked containers kept alive by the caller."""
+    return [[i] for i in range(n)]
+
+
+@pytest.fixture
+def keeper() -> Iterator[HeapKeeper]:
+    keeper = HeapKeeper(young_threshold=500, full_growth=1e-4)
+    try:
+        yield keeper
+    finally:
+        keeper.release()
+
+
+def test_settle_takes_over_and_release_gives_the_collector_back() -> None:
+    thresholds = gc.get_threshold()
+    assert gc.isenabled()
+    keeper = HeapKeeper()
+    keeper.settle()
+    try:
+        assert not gc.isenabled()
+        assert gc.get_freeze_count() > 0
+    finally:
+        keeper.release()
+    assert not keeper.settled
+    assert gc.isenabled()
+    assert gc.get_threshold() == thresholds
+    assert gc.get_freeze_count() == 0
+    keeper.release()  # a second release changes nothing
+    assert gc.isenabled()
+
+
+def test_release_leaves_a_disabled_collector_disabled() -> None:
+    gc.disable()
+    try:
+        keeper = HeapKeeper()
+        keeper.settle()
+        keeper.release()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_nothing_happens_before_settle_or_below_the_threshold(keeper: HeapKeeper) -> None:
+    keeper.tick()
+    assert keeper.upkeep() is False
+    assert keeper.young_collections == 0
+    keeper.settle()
+    frozen = gc.get_freeze_count()
+    keeper.tick()  # a handful of young objects: below the threshold
+    assert keeper.young_collections == keeper.young_frozen == 0
+    assert gc.get_freeze_count() == frozen
+
+
+def test_a_tick_collects_young_cycles_and_freezes_the_survivors(keeper: HeapKeeper) -> None:
+    keeper.settle()
+    frozen = gc.get_freeze_count()
+    cycle = _dropped_cycle()
+    kept = _live(1_000)
+    assert cycle() is not None  # automatic collection is off
+    keeper.tick()
+    assert cycle() is None
+    assert keeper.young_collections == 1
+    assert keeper.young_collected >= 2
+    # The survivors are frozen: no later collection scans them again.
+    assert gc.get_freeze_count() >= frozen + len(kept)
+    assert gc.get_count()[0] < 500
+
+
+def test_clean_collections_let_ticks_freeze_unscanned_and_upkeep_finds_what_they_froze(
+    keeper: HeapKeeper,
+) -> None:
+    keeper.settle()
+    kept = [_live(1_000)]
+    keeper.tick()  # finds next to no garbage: the next tick freezes without scanning
+    assert (keeper.young_collections, keeper.young_frozen) == (1, 0)
+    cycle = _dropped_cycle()
+    kept.append(_live(1_000))
+    keeper.tick()
+    assert (keeper.young_collections, keeper.young_frozen) == (1, 1)
+    assert cycle() is not None  # frozen with the rest, not collected
+    # The permanent generation grew beyond the policy's share: one full collection.
+    assert keeper.upkeep() is True
+    assert cycle() is None
+    assert keeper.full_collections == 1
+    assert keeper.full_collected >= 2
+    assert keeper.upkeep() is False  # no growth since
+    assert all(len(part) == 1_000 for part in kept)
+
+
+def test_skipped_ticks_double_while_collections_stay_clean() -> None:
+    keeper = HeapKeeper(young_threshold=500, max_skip=4)
+    keeper.settle()
+    try:
+        kept = []
+        pattern = []
+        for _ in range(14):
+            kept.append(_live(1_000))
+            before = keeper.young_collections
+            keeper.tick()
+            pattern.append("C" if keeper.young_collections > before else "f")
+        # 1, 2, then 4 (the bound) unscanned ticks after each clean collection.
+        assert "".join(pattern) == "CfCffCffffCfff"
+    finally:
+        keeper.release()
+
+
+def test_a_collection_that_finds_garbage_brings_back_a_collection_every_tick(
+    keeper: HeapKeeper,
+) -> None:
+    keeper.settle()
+    kept = [_live(1_000)]
+    keeper.tick()  # clean: the next tick freezes unscanned
+    kept.append(_live(1_000))
+    keeper.tick()
+    assert (keeper.young_collections, keeper.young_frozen) == (1, 1)
+    # The skip is used up: this tick collects, and finds a lot of garbage.
+    cycles = [_dropped_cycle() for _ in range(400)]
+    keeper.tick()
+    assert keeper.young_collections == 2
+    assert all(cycle() is None for cycle in cycles)
+    # So the very next tick collects again instead of freezing.
+    again = [_dropped_cycle() for _ in range(400)]
+    keeper.tick()
+    assert (keeper.young_collections, keeper.young_frozen) == (3, 1)
+    assert all(cycle() is None for cycle in again)
+
+
+def test_bad_settings_are_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="young_threshold"):
+        HeapKeeper(young_threshold=0)
+    with pytest.raises(ValueError, match="garbage_share"):
+        HeapKeeper(garbage_share=1.5)
+    with pytest.raises(ValueError, match="max_skip"):
+        HeapKeeper(max_skip=-1)
+    with pytest.raises(ValueError, match="full_growth"):
+        HeapKeeper(full_growth=0)
+
+
+FANOUT = """
+apiVersion: cronloop.dev/v1
+kind: CronJob
+metadata: {name: report}
+spec:
+  schedule: "*/10 * * * * *"
+  jobTemplate:
+    targets: [eu, us, ap]
+    main: {runtime: inline, callable: "cronloop.demos.jobs:report"}
+"""
+
+
+@pytest.mark.looptime(start=0)
+async def test_a_tuned_manager_paces_the_collector_while_it_runs(tmp_path: Path) -> None:
+    async with running_stack(tmp_path, tune_gc=True, resync_period=5.0) as stack:
+        heap = stack.manager.heap
+        assert heap is not None
+        assert not gc.isenabled()  # settled once the cache was loaded
+        await stack.apply(FANOUT)
+
+        async def paced() -> bool:
+            jobs = await stack.jobs("report")
+            done = sum(1 for j in jobs if j.status.phase is Phase.SUCCEEDED)
+            return done >= 3 and heap.young_collections + heap.young_frozen > 0
+
+        await stack.wait_for(paced, within=300)
+    assert not heap.settled
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
