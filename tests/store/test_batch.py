@@ -154,8 +154,11 @@ async def test_kept_uids_are_checked_and_nothing_is_written(store: Store) -> Non
     owned = StoredObject("SubJob", "owned", owner_uid=owner.uid, uid=new_uid())
     with pytest.raises(InvalidObject, match="owner comes after it"):
         await store.create_many([owned, owner], keep_uids=True)
-    with pytest.raises(InvalidObject, match="uid"):
-        await store.create_many([replace(job("bad"), uid="not-a-uuid")], keep_uids=True)
+    good = new_uid()
+    # Only the canonical form str(uuid.UUID(...)) gives: not upper case, braces, or no dashes.
+    for bad in ("not-a-uuid", good.upper(), f"{{{good}}}", good.replace("-", ""), f"{good}\n"):
+        with pytest.raises(InvalidObject, match="uid"):
+            await store.create_many([replace(job("bad"), uid=bad)], keep_uids=True)
     with pytest.raises(AlreadyExists):
         await store.create_many([owner, replace(job("twin"), uid=owner.uid)], keep_uids=True)
     created = await store.create(job("first"))
