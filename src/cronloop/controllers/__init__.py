@@ -56,8 +56,8 @@ from cronloop.controllers.heap import (
     FULL_GROWTH,
     GARBAGE_SHARE,
     MAX_SKIP,
+    MIN_GARBAGE,
     TICK_SECONDS,
-    YOUNG_THRESHOLD,
     HeapKeeper,
 )
 from cronloop.controllers.job import (
@@ -123,11 +123,11 @@ __all__ = [
     "LOG_SETTLE_SECONDS",
     "LOST_RETRY_LIMIT",
     "MAX_SKIP",
+    "MIN_GARBAGE",
     "REPORT_LINGER",
     "SKIPPED_HISTORY_LIMIT",
     "SWEEP_LIMIT",
     "TICK_SECONDS",
-    "YOUNG_THRESHOLD",
     "Admission",
     "AdmissionController",
     "AdmissionLimit",
