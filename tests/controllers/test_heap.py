@@ -114,6 +114,7 @@ def test_clean_collections_let_ticks_freeze_unscanned_and_upkeep_finds_what_they
     keeper: HeapKeeper,
 ) -> None:
     keeper.settle()
+    assert keeper.upkeep() is False  # the first upkeep takes the heap as it is
     kept = [_live(1_000)]
     keeper.tick()  # finds next to no garbage: the next tick freezes without scanning
     assert (keeper.young_collections, keeper.young_frozen) == (1, 0)
@@ -207,3 +208,16 @@ async def test_a_tuned_manager_paces_the_collector_while_it_runs(tmp_path: Path)
     assert not heap.settled
     assert gc.isenabled()
     assert gc.get_freeze_count() == 0
+
+
+def test_growth_before_the_first_upkeep_is_not_counted(keeper: HeapKeeper) -> None:
+    keeper.settle()
+    started = _live(20_000)  # what start-up adds: live, not garbage
+    keeper.tick()
+    assert keeper.upkeep() is False
+    assert keeper.upkeep() is False
+    more = _live(20_000)
+    keeper.tick()
+    assert keeper.upkeep() is True
+    assert keeper.full_collections == 1
+    assert len(started) + len(more) == 40_000
