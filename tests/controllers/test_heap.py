@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from cronloop.api import Phase
-from cronloop.controllers import HeapKeeper
+from cronloop.controllers import MAX_UNSCANNED, HeapKeeper
 
 from .harness import running_stack
+from .test_e2e_inline import FANOUT
 
 
 class _Node:
@@ -119,10 +120,13 @@ def test_clean_collections_let_ticks_freeze_unscanned_and_upkeep_finds_what_they
     keeper.tick()  # finds next to no garbage: the next tick freezes without scanning
     assert (keeper.young_collections, keeper.young_frozen) == (1, 0)
     cycle = _dropped_cycle()
-    kept.append(_live(20_000))  # beyond the full collection's slack
+    kept.append(_live(5_000))
     keeper.tick()
     assert (keeper.young_collections, keeper.young_frozen) == (1, 1)
     assert cycle() is not None  # frozen with the rest, not collected
+    for _ in range(3):  # grow beyond the full collection's slack
+        kept.append(_live(5_000))
+        keeper.tick()
     # The permanent generation grew beyond the policy's share: one full collection.
     assert keeper.upkeep() is True
     assert cycle() is None
@@ -179,18 +183,6 @@ def test_bad_settings_are_refused_by_name() -> None:
         HeapKeeper(full_growth=0)
 
 
-FANOUT = """
-apiVersion: cronloop.dev/v1
-kind: CronJob
-metadata: {name: report}
-spec:
-  schedule: "*/10 * * * * *"
-  jobTemplate:
-    targets: [eu, us, ap]
-    main: {runtime: inline, callable: "cronloop.demos.jobs:report"}
-"""
-
-
 @pytest.mark.looptime(start=0)
 async def test_a_tuned_manager_paces_the_collector_while_it_runs(tmp_path: Path) -> None:
     async with running_stack(tmp_path, tune_gc=True, resync_period=5.0) as stack:
@@ -221,3 +213,32 @@ def test_growth_before_the_first_upkeep_is_not_counted(keeper: HeapKeeper) -> No
     assert keeper.upkeep() is True
     assert keeper.full_collections == 1
     assert len(started) + len(more) == 40_000
+
+
+def test_a_skipped_tick_still_scans_when_many_objects_were_made(keeper: HeapKeeper) -> None:
+    keeper.settle()
+    kept = _live(1_000)
+    keeper.tick()  # clean: the next tick would freeze unscanned
+    assert keeper.young_collections == 1
+    # A job starts making cycles in earnest: they stay counted, as nothing frees them.
+    cycles = [_dropped_cycle() for _ in range(MAX_UNSCANNED)]
+    keeper.tick()
+    assert keeper.young_collections == 2
+    assert keeper.young_frozen == 0
+    assert all(cycle() is None for cycle in cycles)
+    assert len(kept) == 1_000
+
+
+def test_a_busy_process_making_the_usual_amount_keeps_skipping(keeper: HeapKeeper) -> None:
+    keeper.settle()
+    kept = [_live(30_000)]  # a burst of runs: far more than MAX_UNSCANNED every tick
+    keeper.tick()
+    assert keeper.young_collections == 1
+    kept.append(_live(30_000))
+    keeper.tick()  # as many as at the collection: frozen unscanned
+    assert (keeper.young_collections, keeper.young_frozen) == (1, 1)
+    keeper.tick()  # the skip was used up: collects, clean, skips 2 next
+    kept.append(_live(200_000))  # far beyond the usual
+    keeper.tick()
+    assert keeper.young_collections == 3
+    assert sum(len(part) for part in kept) == 260_000
