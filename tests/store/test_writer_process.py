@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from cronloop.store import SQLiteStore, StoredObject
-from cronloop.store._writer_process import WriterDied
+from cronloop.store._writer_process import WriterDied, WriterProcess
 
 CHILD = """
 import asyncio, sys
@@ -104,3 +104,33 @@ async def test_the_writer_outlives_a_signal_to_the_process_group(tmp_path: Path)
     finally:
         await store.close()
     assert process.returncode == 0
+
+
+@pytest.mark.slow
+async def test_an_answer_that_cannot_be_read_fails_the_writer_not_the_loop(
+    tmp_path: Path,
+) -> None:
+    """A frame the parent cannot read puts it out of step with the writer: what is pending
+    fails, later writes fail at once, and the process is ended."""
+    store = await SQLiteStore.open(tmp_path / "garbled.db", writer="process")
+    try:
+        writer = store._writer
+        assert isinstance(writer, WriterProcess)
+        await store.create(StoredObject("Job", "before"))
+        pending = asyncio.get_running_loop().create_future()
+        writer._pending[10_000] = pending
+        answers = writer._answers
+        assert answers is not None
+        answers.pipe_data_received(1, (5).to_bytes(8, "big") + b"junk!")
+        with pytest.raises(WriterDied, match="before it answered"):
+            await pending
+        process = writer._process
+        assert process is not None
+        async with asyncio.timeout(30):
+            await process.wait()
+        # Still the reason, after the process's end was seen too.
+        with pytest.raises(WriterDied, match="could not be read"):
+            await store.create(StoredObject("Job", "after"))
+    finally:
+        await store.close()
+    assert (await _count(tmp_path / "garbled.db")) == (1, 1)

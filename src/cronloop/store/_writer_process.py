@@ -35,7 +35,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from cronloop.store import _ops
 from cronloop.store._engine import sqlite_engine
@@ -46,11 +46,10 @@ __all__ = ["WriterDied", "WriterProcess"]
 
 T = TypeVar("T")
 _HEADER = 8
-#: How much of the writer's answers may wait unread: the parent's reader pauses the transport
-#: only beyond twice this, and where the connection is a pipe (the standard loop; uvloop uses
-#: socket pairs) the pipe is enlarged to it. A group's results are often hundreds of KiB, and
-#: in a 10,000-run burst the writer was seen blocked in its write for a quarter of its time,
-#: waiting for the busy event loop to read.
+#: How much of the writer's answers may wait unread: where the connection is a pipe (the
+#: standard loop; uvloop uses socket pairs) the pipe is enlarged to it. A group's results are
+#: often hundreds of KiB, and in a 10,000-run burst the writer was seen blocked in its write
+#: for a quarter of its time, waiting for the busy event loop to read.
 _PIPE_BYTES = 1 << 20
 
 
@@ -114,6 +113,90 @@ def _from_wire(sent: Any) -> Any:
     return _ops.BatchWrite(rows, now)
 
 
+class _Child:
+    """The writer process as the parent sees it: its pid, a kill, its exit."""
+
+    def __init__(self, transport: asyncio.SubprocessTransport, exited: asyncio.Future[None]):
+        self._transport = transport
+        self._exited = exited
+
+    @property
+    def pid(self) -> int:
+        return self._transport.get_pid()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._transport.get_returncode()
+
+    def kill(self) -> None:
+        self._transport.kill()
+
+    async def wait(self) -> int | None:
+        await asyncio.shield(self._exited)
+        return self.returncode
+
+
+class _Answers(asyncio.SubprocessProtocol):
+    """Reads the writer's answers as they arrive and settles their futures right there.
+
+    A protocol rather than ``create_subprocess_exec``'s stream reader: with the reader, an
+    answer woke a reading task, which then woke the writes' callers, one turn of the loop
+    each; here the callers are woken from the callback that reads the pipe. On a busy loop a
+    turn is milliseconds (2,000 runs/s: 2-3 ms at the median from the writer's answer to
+    the reading task), and a fired run waits for one commit before it starts.
+    """
+
+    def __init__(self, owner: WriterProcess, loop: asyncio.AbstractEventLoop) -> None:
+        self._owner = owner
+        self._buffer = bytearray()
+        self.ready: asyncio.Future[Any] = loop.create_future()
+        self.eof: asyncio.Future[None] = loop.create_future()
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
+        if fd != 1:
+            return
+        try:
+            self._receive(data)
+        except Exception as exc:  # out of step with the writer: nothing it says can be trusted
+            self._owner._broken(exc)
+
+    def _receive(self, data: bytes | bytearray) -> None:
+        buffer = self._buffer
+        buffer += data
+        frames = []
+        offset = 0
+        with memoryview(buffer) as view:
+            while len(buffer) - offset >= _HEADER:
+                size = int.from_bytes(view[offset : offset + _HEADER], "big")
+                end = offset + _HEADER + size
+                if len(buffer) < end:
+                    break
+                frames.append(pickle.loads(view[offset + _HEADER : end]))
+                offset = end
+        del buffer[:offset]
+        for frame in frames:
+            if not self.ready.done():
+                self.ready.set_result(frame)
+            else:
+                self._owner._answered(frame)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self._settle(self.eof)
+            if not self.ready.done():
+                self.ready.set_exception(WriterDied("before it was ready"))
+            self._owner._ended_now()
+
+    def process_exited(self) -> None:
+        self._settle(self.exited)
+
+    @staticmethod
+    def _settle(future: asyncio.Future[None]) -> None:
+        if not future.done():
+            future.set_result(None)
+
+
 class WriterProcess:
     """The parent's end: submit writes, get their results (the interface of the thread)."""
 
@@ -127,10 +210,12 @@ class WriterProcess:
     ) -> None:
         self._options = {"path": str(path), "synchronous": synchronous, "busy_ms": busy_ms}
         self._on_commit = on_commit
-        self._process: asyncio.subprocess.Process | None = None
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._stdin: asyncio.WriteTransport | None = None
+        self._answers: _Answers | None = None
+        self._process: _Child | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._next_id = 0
-        self._reader: asyncio.Task[None] | None = None
         self._ended: BaseException | None = None
         #: Frames submitted in this turn of the loop, written together at its end: one
         #: system call instead of one per write, and the writer sees them as one group.
@@ -138,35 +223,36 @@ class WriterProcess:
 
     async def wait_ready(self) -> None:
         """Start the process and open its connection; raise what opening it raised."""
-        self._process = await asyncio.create_subprocess_exec(
+        loop = asyncio.get_running_loop()
+        answers = _Answers(self, loop)
+        transport, _ = await loop.subprocess_exec(
+            lambda: answers,
             sys.executable,
             "-m",
             "cronloop.store._writer_main",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            # The reader pauses the pipe when its buffer passes twice this: let a whole
-            # group's results in without pausing.
-            limit=_PIPE_BYTES,
+            stderr=None,
         )
-        assert self._process.stdin is not None
-        self._process.stdin.write(_frame(("open", self._options)))
-        kind, error = await self._read_frame()
+        self._transport, self._answers = transport, answers
+        self._process = _Child(transport, answers.exited)
+        # A WriteTransport (uvloop's is not registered as one, hence no isinstance check).
+        stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
+        self._stdin = stdin
+        stdin.write(_frame(("open", self._options)))
+        kind, error = await answers.ready
         if kind != "ready":  # pragma: no cover - a bug in the protocol
             raise WriterDied(f"expected 'ready', got {kind!r}")
         if error is not None:
             await self._process.wait()
+            transport.close()
             raise error
-        self._reader = asyncio.get_running_loop().create_task(
-            self._read_results(), name="cronloop-store-writer-process"
-        )
 
     async def submit(self, write: Callable[..., T]) -> T:
         """Run ``write(connection)`` in a write transaction of the writer process."""
         if self._ended is not None:
             raise WriterDied(str(self._ended))
-        process = self._process
-        assert process is not None
-        assert process.stdin is not None
+        assert self._stdin is not None
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._next_id += 1
         self._pending[self._next_id] = future
@@ -177,58 +263,54 @@ class WriterProcess:
 
     def _flush(self) -> None:
         frames, self._outgoing = self._outgoing, []
-        process = self._process
-        if process is None or process.stdin is None or process.stdin.is_closing():
-            return  # it ended: the reader fails what is pending
-        process.stdin.write(b"".join(frames))
+        stdin = self._stdin
+        if stdin is None or stdin.is_closing():
+            return  # it ended: the end of its answers fails what is pending
+        stdin.write(b"".join(frames))
+
+    def _answered(self, results: list[tuple[int, Any, BaseException | None]]) -> None:
+        for ident, value, error in results:
+            future = self._pending.pop(ident)
+            if future.done():  # the caller was cancelled; the write still happened
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+        # After the results (see WriterThread._committed): one wake-up per commit.
+        if any(error is None for _, _, error in results):
+            self._on_commit()
+
+    def _ended_now(self) -> None:
+        """Its answers ended (it stopped, or it died): fail what it never answered."""
+        if self._ended is None:
+            returncode = self._transport.get_returncode() if self._transport else None
+            self._ended = WriterDied(f"exit status {returncode}")
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(WriterDied("before it answered this write"))
+        self._pending.clear()
+
+    def _broken(self, error: Exception) -> None:
+        """An answer could not be read: fail what is pending and end the process (its later
+        answers could not be matched to their writes)."""
+        self._ended = WriterDied(f"its answer could not be read: {error!r}")
+        self._ended_now()
+        if self._transport is not None:
+            self._transport.kill()
 
     async def stop(self) -> None:
         """Finish every queued write and end the process."""
-        process = self._process
-        if process is None:
+        transport, answers, stdin = self._transport, self._answers, self._stdin
+        if transport is None or answers is None or stdin is None:
             return
-        if process.stdin is not None and not process.stdin.is_closing():
+        if not stdin.is_closing():
             self._flush()  # queued writes go first
-            process.stdin.write(_frame(None))
-            with contextlib.suppress(ConnectionError):
-                await process.stdin.drain()
-            process.stdin.close()
-        if self._reader is not None:
-            await self._reader
-        await process.wait()
-
-    async def _read_frame(self) -> Any:
-        assert self._process is not None
-        assert self._process.stdout is not None
-        stdout = self._process.stdout
-        size = int.from_bytes(await stdout.readexactly(_HEADER), "big")
-        return pickle.loads(await stdout.readexactly(size))
-
-    async def _read_results(self) -> None:
-        try:
-            while True:  # until the child's stdout ends: it stopped, or it died
-                try:
-                    results = await self._read_frame()
-                except asyncio.IncompleteReadError:
-                    break
-                for ident, value, error in results:
-                    future = self._pending.pop(ident)
-                    if future.done():  # the caller was cancelled; the write still happened
-                        continue
-                    if error is not None:
-                        future.set_exception(error)
-                    else:
-                        future.set_result(value)
-                # After the results (see WriterThread._committed): one wake-up per commit.
-                if any(error is None for _, _, error in results):
-                    self._on_commit()
-        finally:
-            returncode = self._process.returncode if self._process else None
-            self._ended = WriterDied(f"exit status {returncode}")
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(WriterDied("before it answered this write"))
-            self._pending.clear()
+            stdin.write(_frame(None))
+            stdin.close()  # after what it holds is written
+        await answers.eof
+        await answers.exited
+        transport.close()
 
 
 # ---- the child --------------------------------------------------------------------------------
