@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from cronloop.api import Phase
 from cronloop.controllers import MAX_UNSCANNED, HeapKeeper
@@ -242,3 +243,26 @@ def test_a_busy_process_making_the_usual_amount_keeps_skipping(keeper: HeapKeepe
     keeper.tick()
     assert keeper.young_collections == 3
     assert sum(len(part) for part in kept) == 260_000
+
+
+def test_the_policy_is_exposed_on_a_registry(keeper: HeapKeeper) -> None:
+    registry = CollectorRegistry()
+    keeper.register(registry)
+    keeper.settle()
+    kept = _live(1_000)
+    cycle = _dropped_cycle()
+    keeper.tick()  # a collection
+    keeper.tick()  # frozen unscanned
+    text = generate_latest(registry).decode()
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("cronloop_gc_")
+    }
+    assert values["cronloop_gc_young_collections_total"] == 1
+    assert values["cronloop_gc_young_collected_objects_total"] >= 2
+    assert values["cronloop_gc_frozen_ticks_total"] == 1
+    assert values["cronloop_gc_full_collections_total"] == 0
+    assert values["cronloop_gc_full_collected_objects_total"] == 0
+    assert values["cronloop_gc_frozen_objects"] >= len(kept)
+    assert cycle() is None

@@ -396,6 +396,8 @@ async def _serve(
     manager = Manager(
         store, runtimes, log_dir=log_dir, metrics=metrics, admission=admission, tune_gc=True
     )
+    if manager.heap is not None:
+        manager.heap.register(registry)
     seen: dict[Path, str] = {}
     applied = await apply_spec_dir(store, options.spec_dirs, console, seen)
     app = create_app(

@@ -55,6 +55,11 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = [
     "FULL_GROWTH",
@@ -194,6 +199,15 @@ class HeapKeeper:
         )
         return True
 
+    def register(self, registry: CollectorRegistry) -> None:
+        """Expose the policy's counters and the frozen heap's size on ``registry``, read at
+        each scrape: ``cronloop_gc_young_collections_total``,
+        ``cronloop_gc_young_collected_objects_total``, ``cronloop_gc_frozen_ticks_total``,
+        ``cronloop_gc_full_collections_total``, ``cronloop_gc_full_collected_objects_total``
+        and ``cronloop_gc_frozen_objects``. A frozen heap that keeps growing while the cache
+        does not is garbage the young collections did not see."""
+        registry.register(_HeapMetrics(self))
+
     def release(self) -> None:
         """Give the process its collector back: as enabled as it was, nothing frozen."""
         if self._saved is None:
@@ -204,3 +218,41 @@ class HeapKeeper:
         gc.set_threshold(*thresholds)
         if enabled:
             gc.enable()
+
+
+class _HeapMetrics(Collector):
+    """:meth:`HeapKeeper.register`'s collector."""
+
+    def __init__(self, keeper: HeapKeeper) -> None:
+        self._keeper = keeper
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        keeper = self._keeper
+        counters = (
+            (
+                "young_collections",
+                "Young collections the paced collector made.",
+                "young_collections",
+            ),
+            (
+                "young_collected_objects",
+                "Objects young collections found unreachable.",
+                "young_collected",
+            ),
+            ("frozen_ticks", "Ticks that froze the young objects without a scan.", "young_frozen"),
+            ("full_collections", "Full collections of the frozen heap.", "full_collections"),
+            (
+                "full_collected_objects",
+                "Objects full collections found unreachable.",
+                "full_collected",
+            ),
+        )
+        for name, documentation, attribute in counters:
+            yield CounterMetricFamily(
+                f"cronloop_gc_{name}", documentation, value=getattr(keeper, attribute)
+            )
+        yield GaugeMetricFamily(
+            "cronloop_gc_frozen_objects",
+            "Objects in the permanent generation, which collections skip.",
+            value=gc.get_freeze_count(),
+        )
