@@ -34,6 +34,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,7 @@ class _Stages:
         self.committed: dict[str, float] = {}
         self.started: dict[int, float] = {}
 
-    def install(self) -> Any:
+    def install(self) -> Callable[[], None]:
         """Wrap the controllers' methods; returns what puts them back."""
         reconcile = CronJobController.reconcile_batch
         start_planned = JobController.start_planned
@@ -165,13 +166,13 @@ class _Stages:
 def probe(scenario: Scenario, *, stages: bool = False) -> Reading:
     """Measure ``scenario`` once (see the module docstring)."""
     window = _Window()
-    split = _Stages() if stages else None
+    timeline = _Stages() if stages else None
     record = StartLog.record
     instants = Scenario.instants
 
     def recording(log: StartLog, index: int) -> None:
-        if split is not None:
-            split.started[index] = time.time()
+        if timeline is not None:
+            timeline.started[index] = time.time()
         record(log, index)
         if log.started == scenario.n and window.end is None:
             window.end = window.read()
@@ -195,7 +196,7 @@ def probe(scenario: Scenario, *, stages: bool = False) -> Reading:
     gc.callbacks.append(window.on_gc)
     StartLog.record = recording  # type: ignore[method-assign,assignment]
     Scenario.instants = instants_with_timer  # type: ignore[method-assign]
-    undo = split.install() if split is not None else None
+    undo = timeline.install() if timeline is not None else None
     try:
         with tempfile.TemporaryDirectory(dir=results) as tmp:
             stats = measure_cronloop(scenario, tmp_dir=Path(tmp))
@@ -218,7 +219,7 @@ def probe(scenario: Scenario, *, stages: bool = False) -> Reading:
         wall_us=(wall1 - wall0) / n * 1e6,
         gc_collections=len(inside),
         gc_pause_ms=sum(inside) * 1e3,
-        stages=() if split is None else split.split(due),
+        stages=() if timeline is None else timeline.split(due),
     )
 
 

@@ -223,9 +223,9 @@ class Manager:
         while True:
             try:
                 revision = await self._list_all()
-                if self.heap is not None and not self._ready.is_set():
-                    self.heap.settle()  # the cache is loaded: keep the collector off it
                 if not self._ready.is_set():
+                    if self.heap is not None:
+                        self.heap.settle()  # the cache is loaded: keep the collector off it
                     self.listed_revision = revision
                     # Logs of Jobs deleted while no feed was watching (a crash, downtime).
                     self.logs.sweep(obj.name for obj in self.cache.objects("Job"))
