@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from cronloop.api import Phase
-from cronloop.controllers import MAX_UNSCANNED, HeapKeeper
+from cronloop.controllers import MAX_CAPPED, MAX_SCAN, MAX_UNSCANNED, HeapKeeper
 
 from .harness import running_stack
 from .test_e2e_inline import FANOUT
@@ -232,17 +232,59 @@ def test_a_skipped_tick_still_scans_when_many_objects_were_made(keeper: HeapKeep
 
 def test_a_busy_process_making_the_usual_amount_keeps_skipping(keeper: HeapKeeper) -> None:
     keeper.settle()
-    kept = [_live(30_000)]  # a burst of runs: far more than MAX_UNSCANNED every tick
+    usual = MAX_UNSCANNED + 1_000  # a burst of runs: more than MAX_UNSCANNED every tick
+    kept = [_live(usual)]
     keeper.tick()
     assert keeper.young_collections == 1
-    kept.append(_live(30_000))
+    kept.append(_live(usual))
     keeper.tick()  # as many as at the collection: frozen unscanned
     assert (keeper.young_collections, keeper.young_frozen) == (1, 1)
     keeper.tick()  # the skip was used up: collects, clean, skips 2 next
-    kept.append(_live(200_000))  # far beyond the usual
+    far_beyond = MAX_SCAN - 1_000  # more than four times the usual, still small to scan
+    assert far_beyond > 4 * (usual + 500)
+    kept.append(_live(far_beyond))
     keeper.tick()
     assert keeper.young_collections == 3
-    assert sum(len(part) for part in kept) == 260_000
+    assert sum(len(part) for part in kept) == 2 * usual + far_beyond
+
+
+def test_a_young_generation_too_large_to_scan_is_frozen_and_the_next_tick_scans(
+    keeper: HeapKeeper,
+) -> None:
+    keeper.settle()
+    kept = [_live(MAX_SCAN + 1_000)]  # the loop was away: one long turn made all of these
+    frozen_cycle = _dropped_cycle()
+    keeper.tick()
+    assert (keeper.young_collections, keeper.young_frozen) == (0, 1)
+    assert frozen_cycle() is not None
+    # The next tick holds the usual amount: it is scanned, whatever the skip said before.
+    kept.append(_live(1_000))
+    young_cycle = _dropped_cycle()
+    keeper.tick()
+    assert (keeper.young_collections, keeper.young_frozen) == (1, 1)
+    assert young_cycle() is None
+    assert frozen_cycle() is not None  # left to the growth-driven full collection
+    assert keeper.upkeep() is False  # the first upkeep takes the heap as it is
+
+
+def test_large_young_generations_go_unscanned_only_a_few_ticks_in_a_row(
+    keeper: HeapKeeper,
+) -> None:
+    keeper.settle()
+    kept = []
+    for _ in range(MAX_CAPPED):
+        kept.append(_live(MAX_SCAN + 1_000))
+        keeper.tick()
+    assert (keeper.young_collections, keeper.young_frozen) == (0, MAX_CAPPED)
+    kept.append(_live(MAX_SCAN + 1_000))
+    cycle = _dropped_cycle()
+    keeper.tick()  # one more: scanned however large
+    assert (keeper.young_collections, keeper.young_frozen) == (1, MAX_CAPPED)
+    assert cycle() is None
+    kept.append(_live(MAX_SCAN + 1_000))
+    keeper.tick()  # the count starts again after a scan
+    assert (keeper.young_collections, keeper.young_frozen) == (1, MAX_CAPPED + 1)
+    assert sum(len(part) for part in kept) == (MAX_CAPPED + 2) * (MAX_SCAN + 1_000)
 
 
 def test_the_policy_is_exposed_on_a_registry(keeper: HeapKeeper) -> None:

@@ -18,6 +18,7 @@ from cronloop.store import (
     StoredObject,
     new_uid,
 )
+from tests.store.conftest import OpenStore
 from tests.store.helpers import collect, job
 
 FANOUT = 1000
@@ -284,3 +285,29 @@ async def test_values_with_nul_characters_survive_batched_writes(store: Store) -
     )
     assert all(o.status == {"note": "a\x00b"} for o in updated)
     assert (await store.get("Job", "nul-3")).status == {"note": "a\x00b"}
+
+
+async def test_created_objects_are_returned_exactly_as_a_read_finds_them(
+    open_store: OpenStore,
+) -> None:
+    # The writer answers a create with revisions only; the rest is what was sent.
+    store = await open_store()
+    owner = StoredObject("Job", "nightly-1", spec={"b": [1, {"x": None}], "a": "é"}, uid=new_uid())
+    subjob = StoredObject(
+        "SubJob",
+        "nightly-1-eu",
+        spec={"target": "eu"},
+        status={"attempts": [{"number": 1}]},
+        labels={"job": "nightly-1"},
+        owner_uid=owner.uid,
+        unique_key="nightly-1@eu",
+        uid=new_uid(),
+    )
+    kept = (await store.commit(Batch(creates=[owner, subjob], keep_uids=True))).created
+    fresh = await store.create_many([StoredObject("CronJob", "hourly", labels={"team": "a"})])
+    other = await open_store()  # reads the database, not this store's memory
+    for obj in [*kept, *fresh]:
+        assert obj == await other.get(obj.kind, obj.name)
+    assert [o.uid for o in kept] == [owner.uid, subjob.uid]
+    assert {o.generation for o in [*kept, *fresh]} == {1}
+    assert all(o.created_at == o.updated_at is not None for o in [*kept, *fresh])

@@ -55,6 +55,8 @@ from cronloop.controllers.fanout import (
 from cronloop.controllers.heap import (
     FULL_GROWTH,
     GARBAGE_SHARE,
+    MAX_CAPPED,
+    MAX_SCAN,
     MAX_SKIP,
     MAX_UNSCANNED,
     MIN_GARBAGE,
@@ -123,6 +125,8 @@ __all__ = [
     "JOB_LABEL",
     "LOG_SETTLE_SECONDS",
     "LOST_RETRY_LIMIT",
+    "MAX_CAPPED",
+    "MAX_SCAN",
     "MAX_SKIP",
     "MAX_UNSCANNED",
     "MIN_GARBAGE",

@@ -29,6 +29,7 @@ from cronloop.store.model import EventType
 
 __all__ = [
     "ApplyWrite",
+    "BatchOutcome",
     "BatchRows",
     "BatchWrite",
     "CompactWrite",
@@ -571,6 +572,21 @@ def commit_batch(
 
 
 # ---- writes as data ---------------------------------------------------------------------------
+
+#: What a :class:`BatchWrite` answers: the revisions of the objects it created (everything
+#: else about them the caller sent, or is fixed: generation 1, both times the write's
+#: ``now``), then the stored rows of its updates and status updates, and the deleted rows.
+#: Only revisions for creates because an answer crosses the pipe from the writer process at
+#: every commit, and a created row's JSON texts are the caller's own: sent back, they were
+#: pickled, read and dropped (two of a scheduled run's three rows are creates).
+BatchOutcome = tuple[list[int], list[Row], list[Row], list[Row]]
+
+
+def _outcome(rows: tuple[list[Row], list[Row], list[Row], list[Row]]) -> BatchOutcome:
+    created, updated, status_updated, deleted = rows
+    return [row["resource_version"] for row in created], updated, status_updated, deleted
+
+
 #
 # Each write a store makes is one of these small frozen dataclasses, called with the writer's
 # connection: plain data, so that the writer can run it on a thread of this process or in a
@@ -589,8 +605,8 @@ class BatchWrite:
     def __reduce__(self) -> tuple[type[BatchWrite], tuple[BatchRows, int]]:
         return (BatchWrite, (self.rows, self.now))  # see BatchRows.__reduce__
 
-    def __call__(self, conn: Connection) -> tuple[list[Row], list[Row], list[Row], list[Row]]:
-        return commit_batch(conn, self.rows, self.now)
+    def __call__(self, conn: Connection) -> BatchOutcome:
+        return _outcome(commit_batch(conn, self.rows, self.now))
 
     def touches(self) -> frozenset[tuple[str, str]] | None:
         """The objects it writes, or None if it cannot run together with others (deletes
@@ -603,9 +619,7 @@ class BatchWrite:
             + [(r.kind, r.name) for r in (*rows.updates, *rows.status_updates)]
         )
 
-    def together(
-        self, conn: Connection, others: Sequence[BatchWrite]
-    ) -> list[tuple[list[Row], list[Row], list[Row], list[Row]]]:
+    def together(self, conn: Connection, others: Sequence[BatchWrite]) -> list[BatchOutcome]:
         """Run this write and ``others`` as one batch (they touch disjoint objects and have no
         deletes); return each one's result, as if each had run on its own."""
         writes = [self, *others]
@@ -617,8 +631,8 @@ class BatchWrite:
             status_updates=[r for w in writes for r in w.rows.status_updates],
             deletes=(),
         )
-        created, updated, status_updated, _ = commit_batch(conn, merged, self.now)
-        results: list[tuple[list[Row], list[Row], list[Row], list[Row]]] = []
+        created, updated, status_updated, _ = _outcome(commit_batch(conn, merged, self.now))
+        results: list[BatchOutcome] = []
         c = u = st = 0
         for w in writes:
             rows = w.rows

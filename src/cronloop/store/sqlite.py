@@ -44,6 +44,7 @@ from cronloop.store._codec import (
     Row,
     encode_json,
     encode_labels,
+    from_micros,
     row_to_object,
     row_to_object_as_written,
     to_micros,
@@ -78,7 +79,6 @@ Writer = Literal["thread", "process"]
 _WATCH_PAGE = 500
 #: Which JSON parts of the written object each kind of write encoded into the row.
 _ENCODED = {
-    "create": frozenset({"spec", "status", "labels"}),
     "spec": frozenset({"spec", "labels"}),
     "status": frozenset({"status"}),
 }
@@ -123,6 +123,32 @@ def _positive(name: str, value: object, *, allow_zero: bool = False) -> None:
     low = 0 if allow_zero else 1
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise InvalidObject("", "", name, f"must be an int >= {low}, got {value!r}")
+
+
+def _created(
+    rows: Sequence[Row], objs: Sequence[StoredObject], revisions: Sequence[int], now: int
+) -> builtins.list[StoredObject]:
+    """The objects a batch created, as stored: what was sent (``rows``, from ``objs``, whose
+    JSON values they share) with the revisions the writer gave them, at generation 1 and
+    created and updated at the batch's ``now`` (what ``_ops.create_rows`` stores)."""
+    moment = from_micros(now)
+    return [
+        StoredObject(
+            row["kind"],
+            row["name"],
+            spec=obj.spec,
+            status=obj.status,
+            labels=obj.labels,
+            owner_uid=row["owner_uid"],
+            unique_key=row["unique_key"],
+            uid=row["uid"],
+            resource_version=revision,
+            generation=1,
+            created_at=moment,
+            updated_at=moment,
+        )
+        for row, obj, revision in zip(rows, objs, revisions, strict=True)
+    ]
 
 
 def _update_request(
@@ -413,13 +439,11 @@ class SQLiteStore(Store):
         )
         if not (rows or updates or status_updates or deletes):
             return BatchResult()
-        created_rows, updated_rows, status_rows, deleted_rows = await self._write(
-            _ops.BatchWrite(request, self._now())
+        now = self._now()
+        revisions, updated_rows, status_rows, deleted_rows = await self._write(
+            _ops.BatchWrite(request, now)
         )
-        created = [
-            row_to_object_as_written(row, obj, encoded=_ENCODED["create"])
-            for row, obj in zip(created_rows, batch.creates, strict=True)
-        ]
+        created = _created(rows, batch.creates, revisions, now)
         self._remember(EventType.ADDED, created)
         updated = self._updated(request.updates, updated_rows, batch.updates, "spec")
         status_updated = self._updated(status_updates, status_rows, batch.status_updates, "status")
