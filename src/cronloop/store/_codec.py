@@ -72,18 +72,20 @@ def to_micros(moment: datetime) -> int:
 
 def from_micros(micros: int) -> datetime:
     """The aware UTC datetime ``micros`` microseconds after the Unix epoch."""
-    global _last_time
-    # The rows of one write share their timestamps: the last one decoded is kept (a tuple,
-    # replaced whole, so threads reading rows at once never see half of one).
-    last = _last_time
-    if last[0] == micros:
-        return last[1]
-    moment = _EPOCH + timedelta(microseconds=micros)
-    _last_time = (micros, moment)
+    # Rows share their times: those of one write, and an object's creation time at each of
+    # its updates (the creates of one batch share it too). Building a datetime costs more
+    # than the rest of a row's bookkeeping, so recent ones are kept, up to a bound. Threads
+    # reading rows at once may both build one: a dict's single get and set are atomic.
+    moment = _TIMES.get(micros)
+    if moment is None:
+        if len(_TIMES) >= _TIMES_KEPT:
+            _TIMES.clear()
+        moment = _TIMES[micros] = _EPOCH + timedelta(microseconds=micros)
     return moment
 
 
-_last_time: tuple[int, datetime] = (0, _EPOCH)
+_TIMES: dict[int, datetime] = {}
+_TIMES_KEPT = 4096
 
 
 def _optional_key(kind: str, name: str, field: str, value: object, limit: int) -> None:

@@ -207,6 +207,8 @@ def validate_identity(kind: object, name: object) -> None:
     A kind is CamelCase ASCII (``Job``, ``SubJob``); a name is 1..253 printable characters
     without whitespace or ``/``.
     """
+    if type(kind) is str and type(name) is str and (kind, name) in _VALID:
+        return
     kind_text = kind if isinstance(kind, str) else repr(kind)
     name_text = name if isinstance(name, str) else repr(name)
     if not isinstance(kind, str) or not _KIND.fullmatch(kind):
@@ -219,6 +221,16 @@ def validate_identity(kind: object, name: object) -> None:
         raise InvalidObject(kind, name, "name", f"longer than {MAX_NAME_LENGTH} characters")
     if not _NAME.fullmatch(name):
         raise InvalidObject(kind, name, "name", "must not contain whitespace, '/' or controls")
+    if type(kind) is str and type(name) is str:  # not a subclass that could compare oddly
+        if len(_VALID) >= _VALID_KEPT:
+            _VALID.clear()
+        _VALID.add((kind, name))
+
+
+#: Identities found well-formed lately: every write checks its objects' (each status write
+#: of a run checks the same names again), and two pattern matches cost more than a lookup.
+_VALID: set[tuple[str, str]] = set()
+_VALID_KEPT = 16_384
 
 
 def validate_labels(kind: str, name: str, labels: object, *, argument: str = "labels") -> None:

@@ -298,10 +298,16 @@ class SQLiteStore(Store):
         change shows the gap or at the next poll (``poll_interval``), whichever comes first.
         """
         recent = self._recent
+        top = before = self._recent_top
+        size = len(recent)
         for obj in objs:
             revision = obj.resource_version
             recent[revision] = WatchEvent(event_type, obj, revision)
-            self._recent_top = max(self._recent_top, revision)
+            if revision > top:
+                top = revision
+        if top == before and len(recent) == size:
+            return  # nothing kept: nobody to wake
+        self._recent_top = top
         while len(recent) > _RECENT_EVENTS:
             recent.popitem(last=False)
         # The commit already woke the watchers, possibly before this ran: wake them again so
