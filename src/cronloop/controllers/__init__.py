@@ -35,6 +35,7 @@ from cronloop.controllers.clock import (
 from cronloop.controllers.cronjob import (
     CANCEL_ANNOTATION,
     GUARANTEE_ANNOTATION,
+    PREPARE_AHEAD,
     SKIPPED_HISTORY_LIMIT,
     CronJobController,
     RunStarter,
@@ -130,6 +131,7 @@ __all__ = [
     "MAX_SKIP",
     "MAX_UNSCANNED",
     "MIN_GARBAGE",
+    "PREPARE_AHEAD",
     "REPORT_LINGER",
     "SKIPPED_HISTORY_LIMIT",
     "SWEEP_LIMIT",

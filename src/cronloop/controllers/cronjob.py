@@ -78,6 +78,7 @@ from cronloop.sync import Result
 __all__ = [
     "CANCEL_ANNOTATION",
     "GUARANTEE_ANNOTATION",
+    "PREPARE_AHEAD",
     "SKIPPED_HISTORY_LIMIT",
     "CronJobController",
     "RunStarter",
@@ -98,6 +99,10 @@ _WAIT_RECHECK_SECONDS = 5.0
 #: CronJob versions whose run template is kept (a few KB each); a CronJob beyond them is
 #: compiled again when it next fires, which is only slower.
 _COMPILED_LIMIT = 16_384
+#: A CronJob whose next run is at most this many seconds away has its run template made by
+#: the pass that planned it, ahead of the run (a template is made once per CronJob version,
+#: so this matters for first runs: newly applied CronJobs, and every CronJob after a restart).
+PREPARE_AHEAD = 10.0
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FAILED_PHASES = frozenset({Phase.FAILED, Phase.TIMED_OUT, Phase.LOST, Phase.CANCELLED})
@@ -696,6 +701,11 @@ class CronJobController:
             # the plan's next wake.
             cursor = _cursor(cron_pass.compiled.created, cron_pass.cursor)
             self._next_times[obj.name] = (obj.uid, obj.generation, cursor, plan.next_wake)
+            next_wake = plan.next_wake
+            if next_wake is not None and (next_wake - now).total_seconds() <= PREPARE_AHEAD:
+                # Its first run is near: make what it is filled in from now, not when it is
+                # due (where it costs lateness, and a burst of first runs pays it for each).
+                cron_pass.compiled.runs()
         return Result(requeue_after=self._next_delay(plan.next_wake, now, cron_pass.waiting_for))
 
     @staticmethod
