@@ -99,9 +99,10 @@ _WAIT_RECHECK_SECONDS = 5.0
 #: CronJob versions whose run template is kept (a few KB each); a CronJob beyond them is
 #: compiled again when it next fires, which is only slower.
 _COMPILED_LIMIT = 16_384
-#: A CronJob whose next run is at most this many seconds away has its run template made by
-#: the pass that planned it, ahead of the run (a template is made once per CronJob version,
-#: so this matters for first runs: newly applied CronJobs, and every CronJob after a restart).
+#: A CronJob's next run is made (all but its start time: the Job, its sub-jobs with their
+#: first attempts, their uids and sessions) this many seconds ahead of its scheduled time, by
+#: a pass the CronJob is woken for then, so that at the scheduled time a pass only stamps it
+#: and commits it (see ``CronJobController._prepare``).
 PREPARE_AHEAD = 10.0
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -135,7 +136,17 @@ class RunStarter(Protocol):
     its sub-jobs and their first attempts are created in one transaction and started right
     after it; a run it cannot fan out yet, or one asked to cancel, is handed to it by name."""
 
-    def fan_out(self, template: FanOutTemplate, run: StoredObject) -> FanOutPlan: ...
+    def prepare(self, template: FanOutTemplate, run: StoredObject) -> FanOutPlan:
+        """The fan-out of ``run`` (whose name, uid and spec are set), made ahead of it: its
+        attempts count as recorded only once it is passed to :meth:`fan_out`."""
+        ...
+
+    def fan_out(
+        self, template: FanOutTemplate, run: StoredObject, prepared: FanOutPlan | None = None
+    ) -> FanOutPlan:
+        """The fan-out of ``run`` about to be committed: ``prepared`` if it was made ahead
+        for this run by :meth:`prepare`."""
+        ...
 
     async def start_planned(
         self, runs: Sequence[tuple[FanOutPlan, StoredObject, Sequence[StoredObject]]]
@@ -169,6 +180,8 @@ class _Compiled:
     schedule: Schedule
     created: datetime
     _runs: _RunTemplate | None = None
+    #: The next run, made ahead of its time (see :data:`PREPARE_AHEAD`).
+    prepared: _PreparedRun | None = None
 
     def runs(self) -> _RunTemplate:
         template = self._runs
@@ -203,6 +216,17 @@ def _new_run_status(pending: int | None) -> dict[str, Any]:
     for its CronJob; shared, so never changed in place."""
     counts = PhaseCounts() if pending is None else PhaseCounts(pending=pending)
     return dump_model(JobStatus(counts=counts))
+
+
+@dataclass(frozen=True, slots=True)
+class _PreparedRun:
+    """A run made ahead of its scheduled time: its identity and fan-out (a run's status, its
+    start time above all, is filled in when it starts)."""
+
+    scheduled: datetime
+    uid: str
+    #: None for a selector's run: its Job controller fails it at fan-out.
+    plan: FanOutPlan | None
 
 
 @dataclass(slots=True, eq=False)
@@ -304,6 +328,10 @@ class CronJobController:
                 self._starter.hand_over(name)
         if starts:
             await self._starter.start_planned(starts)
+        # After the starts: what is made ahead must not hold up what is due now.
+        for (_, cron_pass), result in zip(passes, results, strict=True):
+            if not isinstance(result, Exception):
+                self._prepare(cron_pass, now)
         return outcomes
 
     # ---- one pass ---------------------------------------------------------------------------
@@ -472,15 +500,49 @@ class CronJobController:
             "startTime": json_time(now),
             "scheduledTime": json_time(scheduled),
         }
-        run = self._stored_run(cron_pass, scheduled, status)
+        prepared = cron_pass.compiled.prepared
+        if prepared is not None and prepared.scheduled == scheduled:
+            # Used once: a pass whose commit fails makes its retry's run afresh.
+            cron_pass.compiled.prepared = None
+        else:
+            prepared = None
+        uid = new_uid() if prepared is None else prepared.uid
+        run = self._stored_run(cron_pass, scheduled, status, uid)
         cron_pass.creates.append(run)
         if compiled.fan_out is None:
             cron_pass.hand_over.append(run.name)  # its Job controller fails it at fan-out
         else:
-            plan = self._starter.fan_out(compiled.fan_out, run)
+            plan = self._starter.fan_out(
+                compiled.fan_out, run, None if prepared is None else prepared.plan
+            )
             cron_pass.fan_outs[run.uid] = plan
             cron_pass.creates.extend(plan.objects)
         return run
+
+    def _prepare(self, cron_pass: _Pass, now: datetime) -> None:
+        """Make the next run of a committed pass ahead of its time, if that is near (see
+        :data:`PREPARE_AHEAD`): at its time, the pass that starts it only stamps its start.
+
+        The run's fan-out needs only its name and uid, both known ahead (the name is the
+        CronJob's and the scheduled time's), and starting it costs a burst of due runs
+        most of what a pass spends on each. Its sessions count as recorded only once the
+        run is committed (``RunStarter.fan_out``).
+        """
+        next_wake = cron_pass.plan.next_wake
+        if cron_pass.waiting_for is not None or next_wake is None:
+            return
+        if (next_wake - now).total_seconds() > PREPARE_AHEAD:
+            return
+        compiled = cron_pass.compiled
+        if compiled.prepared is not None and compiled.prepared.scheduled == next_wake:
+            return
+        template = compiled.runs()
+        uid = new_uid()
+        plan = None
+        if template.fan_out is not None:
+            run = self._stored_run(cron_pass, next_wake, {}, uid)
+            plan = self._starter.prepare(template.fan_out, run)
+        compiled.prepared = _PreparedRun(next_wake, uid, plan)
 
     def _skip_record(
         self, cron_pass: _Pass, scheduled: datetime, reason: str, message: str
@@ -494,21 +556,23 @@ class CronJobController:
             scheduled_time=scheduled,
             cron_job=ObjectRef(name=name, uid=cron_pass.obj.uid),
         )
-        return self._stored_run(cron_pass, scheduled, dump_model(status))
+        return self._stored_run(cron_pass, scheduled, dump_model(status), new_uid())
 
     @staticmethod
-    def _stored_run(cron_pass: _Pass, scheduled: datetime, status: dict[str, Any]) -> StoredObject:
+    def _stored_run(
+        cron_pass: _Pass, scheduled: datetime, status: dict[str, Any], uid: str
+    ) -> StoredObject:
         name = cron_pass.name
-        uid = cron_pass.obj.uid
+        owner = cron_pass.obj.uid
         return StoredObject(
             "Job",
             run_name(name, scheduled),
             spec=cron_pass.compiled.runs().job_spec,
             status=status,
             labels={CRONJOB_LABEL: name},
-            owner_uid=uid,
-            unique_key=run_unique_key(uid, scheduled),
-            uid=new_uid(),
+            owner_uid=owner,
+            unique_key=run_unique_key(owner, scheduled),
+            uid=uid,
         )
 
     def _cancel_request(self, run: StoredObject, reason: str) -> StoredObject | None:
@@ -701,18 +765,16 @@ class CronJobController:
             # the plan's next wake.
             cursor = _cursor(cron_pass.compiled.created, cron_pass.cursor)
             self._next_times[obj.name] = (obj.uid, obj.generation, cursor, plan.next_wake)
-            next_wake = plan.next_wake
-            if next_wake is not None and (next_wake - now).total_seconds() <= PREPARE_AHEAD:
-                # Its first run is near: make what it is filled in from now, not when it is
-                # due (where it costs lateness, and a burst of first runs pays it for each).
-                cron_pass.compiled.runs()
         return Result(requeue_after=self._next_delay(plan.next_wake, now, cron_pass.waiting_for))
 
     @staticmethod
     def _next_delay(next_wake: datetime | None, now: datetime, waiting: float | None) -> float:
         delays = [waiting] if waiting is not None else []
         if next_wake is not None:
-            delays.append(max(0.0, (next_wake - now).total_seconds()))
+            delay = (next_wake - now).total_seconds()
+            if delay > PREPARE_AHEAD:
+                delay -= PREPARE_AHEAD  # a pass then makes the run ahead (_prepare)
+            delays.append(max(0.0, delay))
         # A CronJob with no next time (a one-shot schedule that has fired) is still looked
         # at once an hour, so a clock jump can never strand it.
         return min(delays, default=3600.0)

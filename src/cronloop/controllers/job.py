@@ -808,10 +808,20 @@ class JobController:
 
     # ---- fan-out ------------------------------------------------------------------------------
 
-    def fan_out(self, template: FanOutTemplate, run: StoredObject) -> FanOutPlan:
+    def fan_out(
+        self, template: FanOutTemplate, run: StoredObject, prepared: FanOutPlan | None = None
+    ) -> FanOutPlan:
         """The sub-jobs of ``run`` (whose uid is set) from ``template``, each with its first
         attempt recorded and a uid of its own, for the run's creator to write in the run's
-        own transaction and then hand to :meth:`start_planned`.
+        own transaction and then hand to :meth:`start_planned`; ``prepared`` if
+        :meth:`prepare` made them ahead for this run.
+        """
+        plan = self.prepare(template, run) if prepared is None else prepared
+        self._note_recorded(plan.starts)
+        return plan
+
+    def prepare(self, template: FanOutTemplate, run: StoredObject) -> FanOutPlan:
+        """:meth:`fan_out` made ahead of the run: its attempts are not recorded yet.
 
         What the template already knows (the run's spec, its sub-jobs' steps) is noted for
         the run's passes, which would otherwise validate it again from the stored JSON.
@@ -822,9 +832,7 @@ class JobController:
             if target.prepare is not None:
                 self._steps.put(target.spec["prepare"], target.prepare, StepName.PREPARE)
             self._retries.put(target.spec["retries"], target.retries)
-        plan = plan_fan_out(template, job=run.name, job_uid=run.uid, log_dir=self._log_dir)
-        self._note_recorded(plan.starts)
-        return plan
+        return plan_fan_out(template, job=run.name, job_uid=run.uid, log_dir=self._log_dir)
 
     async def start_planned(
         self, runs: Sequence[tuple[FanOutPlan, StoredObject, Sequence[StoredObject]]]
