@@ -18,6 +18,18 @@ pickle. The parent sends ``("open", options)`` first, then ``(id, write)`` per w
 committed, a list of ``(id, value, error)``. The child ends when told to or when its stdin
 closes (the parent died, ``kill -9`` included), after the group it is running.
 
+**Linger.** A group is every write that is ready when the previous one committed. When that
+was a small group (fewer than :data:`LINGER_BELOW` writes: writes arrive one or two at a
+time, as at 2,000 runs/s spread over seconds), the next group waits up to :data:`LINGER`
+after its first write for more before it begins. Most of a small transaction's cost is the
+transaction's own (``BEGIN``, the revision reservation, ``COMMIT`` and the WAL's fsync), so
+this shares it among several writes: in the trigger benchmark's spread the writer was about
+80% busy at some 400 us of CPU per run, and the runs' lateness tail was mostly the wait
+for a commit; with the linger its CPU per run fell by about an eighth (paired ratio 0.87
+over 16 pairs of runs) and the spread's p99 was under 50 ms in 9 of 16 runs against 4 of 16
+without (paired p99 ratio 0.9: the machine's noise is larger than the effect). Big groups (a
+burst) never linger: their next write is usually waiting already.
+
 Hand-written because no library runs a SQLite writer out of process with group commit;
 ``multiprocessing`` would add a feeder and a result thread to this process, each again
 waiting for the GIL.
@@ -33,6 +45,7 @@ import pickle
 import select
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -42,10 +55,14 @@ from cronloop.store._engine import sqlite_engine
 from cronloop.store._writer import MAX_GROUP, run_group
 from cronloop.store.errors import StoreError
 
-__all__ = ["WriterDied", "WriterProcess"]
+__all__ = ["LINGER", "LINGER_BELOW", "WriterDied", "WriterProcess", "gather"]
 
 T = TypeVar("T")
 _HEADER = 8
+#: How long a group after a small one waits for more writes (seconds; see the module
+#: docstring), and what counts as small.
+LINGER = 0.001
+LINGER_BELOW = 16
 #: How much of the writer's answers may wait unread: where the connection is a pipe (the
 #: standard loop; uvloop uses socket pairs) the pipe is enlarged to it. A group's results are
 #: often hundreds of KiB, and in a 10,000-run burst the writer was seen blocked in its write
@@ -320,7 +337,7 @@ class _Frames:
     """Frames read from a pipe, with a look at whether another is ready without blocking."""
 
     def __init__(self, fd: int) -> None:
-        self._fd = fd
+        self._fd = self.fd = fd
         self._buffer = bytearray()
         self.eof = False
 
@@ -355,6 +372,35 @@ class _Frames:
         data = bytes(self._buffer[_HEADER : _HEADER + size])
         del self._buffer[: _HEADER + size]
         return pickle.loads(data)
+
+
+def gather(
+    frames: _Frames,
+    first: Any,
+    *,
+    linger: float,
+    clock: Callable[[], float] = time.monotonic,
+    wait: Callable[[int, float], object] = lambda fd, timeout: select.select([fd], [], [], timeout),
+) -> tuple[list[Any], bool]:
+    """The group of writes that begins with ``first``: those ready now, and those that come
+    within ``linger`` seconds, up to :data:`MAX_GROUP`; and whether the stop frame came.
+
+    ``wait(fd, timeout)`` returns when ``fd`` may be read or after ``timeout`` seconds.
+    """
+    group = [first]
+    deadline = clock() + linger
+    while len(group) < MAX_GROUP:
+        if not frames.ready():
+            remaining = deadline - clock()
+            if remaining <= 0 or frames.eof:
+                break
+            wait(frames.fd, remaining)
+            continue
+        nxt = frames.read()
+        if nxt is None:
+            return group, True
+        group.append(nxt)
+    return group, False
 
 
 def _send(out: Any, obj: object) -> None:
@@ -401,6 +447,7 @@ def main() -> None:
     _send(out, ("ready", None))
     with conn:
         stop = False
+        small = False
         while not stop:
             try:
                 first = frames.read()
@@ -408,13 +455,8 @@ def main() -> None:
                 break
             if first is None:
                 break
-            group = [first]
-            while len(group) < MAX_GROUP and frames.ready():
-                nxt = frames.read()
-                if nxt is None:
-                    stop = True
-                    break
-                group.append(nxt)
+            group, stop = gather(frames, first, linger=LINGER if small else 0.0)
+            small = len(group) < LINGER_BELOW
             results = run_group(conn, [_from_wire(write) for _, write in group])
             _send(out, [(ident, v, e) for (ident, _), (v, e) in zip(group, results, strict=True)])
     engine.dispose()
