@@ -524,9 +524,10 @@ class CronJobController:
         :data:`PREPARE_AHEAD`): at its time, the pass that starts it only stamps its start.
 
         The run's fan-out needs only its name and uid, both known ahead (the name is the
-        CronJob's and the scheduled time's), and starting it costs a burst of due runs
-        most of what a pass spends on each. Its sessions count as recorded only once the
-        run is committed (``RunStarter.fan_out``).
+        CronJob's and the scheduled time's), and making it at its time was most of what a
+        burst's passes spent on each run. Its sessions count as recorded only once the run
+        is committed (``RunStarter.fan_out``). A run made for a time that never starts (the
+        CronJob suspended or changed meanwhile) is dropped unused: nothing of it was stored.
         """
         next_wake = cron_pass.plan.next_wake
         if cron_pass.waiting_for is not None or next_wake is None:
