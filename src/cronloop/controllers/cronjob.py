@@ -183,6 +183,15 @@ class _Compiled:
     #: The next run, made ahead of its time (see :data:`PREPARE_AHEAD`).
     prepared: _PreparedRun | None = None
 
+    def take_prepared(self, scheduled: datetime) -> _PreparedRun | None:
+        """The run made ahead for ``scheduled``, if that is the one made; used once (a pass
+        whose commit fails makes its retry's run afresh)."""
+        prepared = self.prepared
+        if prepared is None or prepared.scheduled != scheduled:
+            return None
+        self.prepared = None
+        return prepared
+
     def runs(self) -> _RunTemplate:
         template = self._runs
         if template is None:
@@ -500,12 +509,7 @@ class CronJobController:
             "startTime": json_time(now),
             "scheduledTime": json_time(scheduled),
         }
-        prepared = cron_pass.compiled.prepared
-        if prepared is not None and prepared.scheduled == scheduled:
-            # Used once: a pass whose commit fails makes its retry's run afresh.
-            cron_pass.compiled.prepared = None
-        else:
-            prepared = None
+        prepared = cron_pass.compiled.take_prepared(scheduled)
         uid = new_uid() if prepared is None else prepared.uid
         run = self._stored_run(cron_pass, scheduled, status, uid)
         cron_pass.creates.append(run)

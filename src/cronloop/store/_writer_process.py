@@ -337,14 +337,14 @@ class _Frames:
     """Frames read from a pipe, with a look at whether another is ready without blocking."""
 
     def __init__(self, fd: int) -> None:
-        self._fd = self.fd = fd
+        self.fd = fd
         self._buffer = bytearray()
         self.eof = False
 
     def _fill(self, block: bool) -> bool:
-        if not block and not select.select([self._fd], [], [], 0)[0]:
+        if not block and not select.select([self.fd], [], [], 0)[0]:
             return False
-        chunk = os.read(self._fd, 1 << 20)
+        chunk = os.read(self.fd, 1 << 20)
         if not chunk:
             self.eof = True
             return False
