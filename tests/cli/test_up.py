@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from cronloop.api import Attempt, Phase, StepName, load_resources
+from cronloop.api import Attempt, Phase, StepName, SubJobStatus, load_resources
 from cronloop.cli.up import (
     LOCK_FILE,
     RunPrinter,
@@ -286,3 +286,38 @@ async def test_the_printer_watches_from_the_snapshot_it_is_given(store: Store) -
         ["after", "Pending"],
         ["after", "Running"],
     ]
+
+
+async def test_the_printer_reports_a_kept_subjobs_failure_once(store: Store) -> None:
+    # A one-target run keeps its sub-job in its Job: its failure is news all the same, and
+    # one that had failed before the printer started is not.
+    for name in ("before", "during"):
+        (job,) = load_resources(_job(name).replace("[eu, us, ap]", "[eu]"))
+        await store.create(to_stored(job))
+    failed = SubJobStatus(
+        phase=Phase.FAILED,
+        attempts=(
+            Attempt(number=1, step=StepName.MAIN, phase=Phase.FAILED, reason="Exited", message="3"),
+        ),
+    )
+    before = await set_job_status(store, "before", sub_job=failed)
+    revision = await store.current_revision()
+
+    async def snapshot() -> tuple[list[StoredObject], list[StoredObject], int]:
+        return [before, await store.get("Job", "during")], [], revision
+
+    output = _Output()
+    printer = asyncio.create_task(_print_runs(store, up_console(output), snapshot))
+    try:
+        await set_job_status(store, "before", sub_job=failed, message="again")
+        await set_job_status(store, "during", sub_job=failed)
+        await set_job_status(store, "during", sub_job=failed, message="again")
+        await set_job_status(store, "during", phase=Phase.FAILED, sub_job=failed)
+        await output.wait_for("during Failed")
+    finally:
+        printer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await printer
+    lines = output.getvalue().splitlines()
+    assert lines[0] == "    during-eu failed Exited: 3"
+    assert [line.split()[1:3] for line in lines[1:]] == [["during", "Failed"]]

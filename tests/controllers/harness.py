@@ -19,11 +19,12 @@ from cronloop.controllers import (
     LoopClock,
     Manager,
     from_stored,
+    subjobs_of,
     to_stored,
     typed,
 )
 from cronloop.runtimes import InlineRuntime, Runtime
-from cronloop.store import Store, open_store
+from cronloop.store import NotFound, Store, open_store
 
 START = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
 
@@ -48,9 +49,14 @@ class Stack:
         return sorted(jobs, key=lambda j: (j.status.scheduled_time or START, j.metadata.name))
 
     async def subjobs(self, job: str) -> list[SubJob]:
+        """The sub-jobs of ``job``: stored, or kept in the Job (one target)."""
         items = (await self.store.list("SubJob")).items
-        subs = [typed(o, SubJob) for o in items]
-        return [s for s in subs if s.spec.job.name == job]
+        stored = [o for o in items if typed(o, SubJob).spec.job.name == job]
+        try:
+            run = await self.store.get("Job", job)
+        except NotFound:
+            return [typed(o, SubJob) for o in stored]
+        return [typed(o, SubJob) for o in subjobs_of(run, stored)]
 
     async def cronjob(self, name: str) -> CronJob:
         return typed(await self.store.get("CronJob", name), CronJob)

@@ -1,7 +1,8 @@
 """kill -9 of a real ``cronloop up`` at random moments loses no run and duplicates none.
 
-Two CronJobs fire every second, each fanning out to two targets whose process writes a marker
-file when it starts and another when it finishes. The scheduler is killed with SIGKILL at a
+Four CronJobs fire every second, two fanning out to two targets and two with one target (a
+run kept as one record, its sub-job in its Job), each target's process writing a marker file
+when it starts and another when it finishes. The scheduler is killed with SIGKILL at a
 seeded random moment, restarted, killed again, several times, then run once more and stopped
 gracefully. Afterwards the store and the markers must show:
 
@@ -32,7 +33,7 @@ import psutil
 import pytest
 
 from cronloop.api import CronJob, Job, Phase, SubJob
-from cronloop.controllers import typed
+from cronloop.controllers import list_subjobs, typed
 from cronloop.store import open_store
 from tests.ports import free_port
 
@@ -47,7 +48,7 @@ spec:
   successfulJobsHistoryLimit: 100000
   failedJobsHistoryLimit: 100000
   jobTemplate:
-    targets: [a, b]
+    targets: {targets}
     main:
       runtime: process
       argv:
@@ -62,6 +63,14 @@ spec:
           (marks / (name + ".done")).write_text(str(time.time()))
       env: {{MARK_DIR: "{marks}"}}
 """
+
+#: (name, guarantee, targets): with two targets, and with one (kept in its run).
+CRONJOBS = (
+    ("alo", "AtLeastOnce", "[a, b]"),
+    ("amo", "AtMostOnce", "[a, b]"),
+    ("alo1", "AtLeastOnce", "[solo]"),
+    ("amo1", "AtMostOnce", "[solo]"),
+)
 
 
 def _start(root: Path, port: int) -> subprocess.Popen[str]:
@@ -112,7 +121,8 @@ async def _read(path: Path) -> tuple[dict[str, CronJob], list[Job], list[SubJob]
     try:
         cronjobs = {o.name: typed(o, CronJob) for o in (await store.list("CronJob")).items}
         jobs = [typed(o, Job) for o in (await store.list("Job")).items]
-        subjobs = [typed(o, SubJob) for o in (await store.list("SubJob")).items]
+        # With the sub-jobs one-target runs keep in their Job.
+        subjobs = [typed(o, SubJob) for o in (await list_subjobs(store)).items]
     finally:
         await store.close()
     return cronjobs, jobs, subjobs
@@ -125,9 +135,15 @@ def test_kill_dash_nine_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
     (tmp_path / "specs").mkdir()
-    for name, guarantee in (("alo", "AtLeastOnce"), ("amo", "AtMostOnce")):
+    for name, guarantee, targets in CRONJOBS:
         (tmp_path / "specs" / f"{name}.yaml").write_text(
-            SPEC.format(name=name, guarantee=guarantee, python=sys.executable, marks=marks)
+            SPEC.format(
+                name=name,
+                guarantee=guarantee,
+                targets=targets,
+                python=sys.executable,
+                marks=marks,
+            )
         )
     port = free_port()
     for _ in range(6):
@@ -146,14 +162,14 @@ def test_kill_dash_nine_loses_and_duplicates_nothing(tmp_path: Path) -> None:
 
     cronjobs, jobs, subjobs = asyncio.run(_read(tmp_path / "state" / "cronloop.db"))
 
-    for name in ("alo", "amo"):
+    for name, _, _ in CRONJOBS:
         runs = [j for j in jobs if j.status.cron_job and j.status.cron_job.name == name]
         times = Counter(j.status.scheduled_time for j in runs)
         assert runs
         assert all(n == 1 for n in times.values()), times.most_common(2)
         last = cronjobs[name].status.last_schedule_time
         assert last is not None
-        if name == "alo":
+        if name.startswith("alo"):
             first = min(t for t in times if t is not None)
             expected = {
                 first + timedelta(seconds=i) for i in range(int((last - first).total_seconds()) + 1)
@@ -161,11 +177,13 @@ def test_kill_dash_nine_loses_and_duplicates_nothing(tmp_path: Path) -> None:
             assert expected <= set(times), f"missing runs: {sorted(expected - set(times))[:5]}"
             assert all(j.status.phase is not Phase.SKIPPED for j in runs)
 
+    kept = [s for s in subjobs if s.metadata.name.startswith(("alo1-", "amo1-"))]
+    assert kept, "no one-target run was seen"
     starts = Counter(p.name.split("#")[0] for p in marks.glob("*.start"))
     for sub in subjobs:
         assert sum(1 for a in sub.status.attempts if a.phase is Phase.SUCCEEDED) <= 1
         assert all(a.phase.terminal for a in sub.status.attempts), sub.metadata.name
-        if sub.metadata.name.startswith("amo-"):
+        if sub.metadata.name.startswith("amo"):
             assert len(sub.status.attempts) <= 1
             key = f"{sub.spec.job.name}_{sub.metadata.name}"
             assert starts.get(key, 0) <= 1, f"{key} started {starts[key]} times"

@@ -50,7 +50,11 @@ class Raised:
 
 
 def _fans_out(batch: Batch) -> bool:
-    return any(obj.kind == "SubJob" for obj in batch.creates)
+    """Whether ``batch`` creates sub-jobs: SubJobs, or a one-target run keeping its own."""
+    return any(
+        obj.kind == "SubJob" or (obj.kind == "Job" and obj.status.get("subJob"))
+        for obj in batch.creates
+    )
 
 
 def lose_first_fan_out_answer(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Raised:

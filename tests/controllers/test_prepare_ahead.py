@@ -117,7 +117,9 @@ async def test_a_run_is_made_ahead_by_a_pass_woken_for_it_and_started_as_made(
         assert job.status.start_time is not None
         assert job.status.start_time >= scheduled
         (sub,) = await stack.subjobs(job.metadata.name)
-        assert sub.metadata.uid == run.plan.objects[0].uid
+        # One target: the sub-job is kept in the run (no SubJob of its own was made).
+        assert run.plan.objects == []
+        assert sub.metadata.name == f"{job.metadata.name}-default"
         assert sub.status.attempts[0].runtime is not None
         assert sub.status.attempts[0].runtime["session"] == start.session
         assert sub.status.session_id == start.session

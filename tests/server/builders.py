@@ -143,3 +143,22 @@ async def set_job_status(store: Store, name: str, **fields: Any) -> StoredObject
     return await store.update_status(
         to_stored(job.model_copy(update={"status": status}), owner_uid=obj.owner_uid)
     )
+
+
+async def keep_subjob(
+    store: Store, job: StoredObject, attempts: list[tuple[Phase, Path | None]]
+) -> StoredObject:
+    """Record the main-step ``attempts`` ``(phase, log path)`` of one-target Job ``job`` in
+    its own status (``status.subJob``), as the Job controller keeps a one-target run's
+    sub-job; returns the Job as stored."""
+    made = tuple(
+        Attempt(
+            number=index,
+            step=StepName.MAIN,
+            phase=phase,
+            runtime={"logPath": str(path)} if path is not None else {},
+        )
+        for index, (phase, path) in enumerate(attempts, start=1)
+    )
+    kept = SubJobStatus(phase=_phase_after(made), attempts=made)
+    return await set_job_status(store, job.name, sub_job=kept)

@@ -14,7 +14,7 @@ import functools
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Annotated, Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -28,6 +28,10 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 
 from cronloop.api._errors import field_error, problem, with_problems
+
+if TYPE_CHECKING:
+    # subjob imports this module; the field's type is resolved there (model_rebuild).
+    from cronloop.api.subjob import SubJobStatus
 from cronloop.api.meta import (
     API_VERSION,
     ApiModel,
@@ -447,6 +451,10 @@ class JobStatus(ApiModel):
     """The CronJob that created this run (cron runs only)."""
     warnings: tuple[str, ...] = ()
     """Warnings raised while the run went on, e.g. that it runs longer than expected."""
+    sub_job: SubJobStatus | None = None
+    """The status of the run's one sub-job, when it fans out to a single target: such a run
+    is stored as this one record, and its SubJob is shown made from it (see
+    :mod:`cronloop.controllers.fanout`)."""
 
 
 class Job(ApiModel):

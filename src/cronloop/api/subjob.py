@@ -13,6 +13,7 @@ from typing import Literal, Self
 
 from pydantic import Field, JsonValue, model_validator
 
+from cronloop.api import job as _job
 from cronloop.api.job import RetryPolicy, Step
 from cronloop.api.meta import API_VERSION, ApiModel, AwareDatetime, ObjectMeta, ObjectRef
 from cronloop.api.phase import Phase
@@ -100,3 +101,8 @@ class SubJob(ApiModel):
     metadata: ObjectMeta
     spec: SubJobSpec
     status: SubJobStatus = Field(default_factory=SubJobStatus)
+
+
+# JobStatus.sub_job names SubJobStatus, which is defined here, after the job module.
+_job.JobStatus.model_rebuild(_types_namespace={"SubJobStatus": SubJobStatus})
+_job.Job.model_rebuild(_types_namespace={"SubJobStatus": SubJobStatus})

@@ -21,6 +21,7 @@ import dataclasses
 import fcntl
 import functools
 import hashlib
+import itertools
 import logging
 import os
 import signal
@@ -43,8 +44,10 @@ from cronloop.controllers import (
     AdmissionController,
     AdmissionLimits,
     Manager,
+    embedded_subjob,
     phase_of,
     typed,
+    with_embedded_subjobs,
 )
 from cronloop.runtimes import InlineRuntime, ProcessRuntime, Runtime
 from cronloop.server import ApiError, apply_to_store, check_apply, create_app
@@ -267,11 +270,18 @@ class RunPrinter:
         Read from the stored status as is: parsing every object of a big store into models
         would cost seconds at start.
         """
+        jobs = list(jobs)
         for job in jobs:
             self._versions[job.name] = job.resource_version
             self._last[job.name] = phase_of(job.status.get("phase"))
             self._warned[job.name] = len(job.status.get("warnings") or ())
-        for sub in subjobs:
+        kept = (
+            embedded_subjob(job)
+            for job in jobs
+            # Only a failed one matters here (made from its run: that costs a validation).
+            if phase_of((job.status.get("subJob") or {}).get("phase")) is Phase.FAILED
+        )
+        for sub in itertools.chain(subjobs, (sub for sub in kept if sub is not None)):
             self._versions[sub.name] = sub.resource_version
             if phase_of(sub.status.get("phase")) is Phase.FAILED:
                 self._failed.add(sub.name)
@@ -347,7 +357,9 @@ async def _print_runs(
     printer = RunPrinter(console)
     jobs, subjobs, revision = await (snapshot or functools.partial(_listed, store))()
     printer.seed(jobs, subjobs)
-    async for event in store.watch(kinds=("Job", "SubJob"), from_revision=revision):
+    kinds = ("Job", "SubJob")
+    events = store.watch(kinds=kinds, from_revision=revision)
+    async for event in with_embedded_subjobs(aiter(events), kinds):
         printer.show(event)
 
 

@@ -89,6 +89,7 @@ from cronloop.controllers.manager import (
     ManagerStatistics,
 )
 from cronloop.controllers.objects import (
+    ANNOTATIONS_KEY,
     CRONJOB_LABEL,
     JOB_LABEL,
     ResourceT,
@@ -111,8 +112,17 @@ from cronloop.controllers.runstatus import (
     step_of,
     with_fields,
 )
+from cronloop.controllers.subjobs import (
+    embedded_subjob,
+    get_subjob,
+    list_subjobs,
+    subjobs_of,
+    watched_kinds,
+    with_embedded_subjobs,
+)
 
 __all__ = [
+    "ANNOTATIONS_KEY",
     "AT_LEAST_ONCE",
     "AT_MOST_ONCE",
     "CANCEL_ANNOTATION",
@@ -178,9 +188,12 @@ __all__ = [
     "attempt_start",
     "counts_record",
     "dump_model",
+    "embedded_subjob",
     "from_stored",
+    "get_subjob",
     "job_phase",
     "json_time",
+    "list_subjobs",
     "new_session",
     "parse_attempt_id",
     "parse_time",
@@ -190,7 +203,10 @@ __all__ = [
     "run_unique_key",
     "step_of",
     "step_settings",
+    "subjobs_of",
     "to_stored",
     "typed",
+    "watched_kinds",
+    "with_embedded_subjobs",
     "with_fields",
 ]

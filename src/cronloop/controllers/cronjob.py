@@ -57,6 +57,7 @@ from cronloop.controllers.cache import CachedStore
 from cronloop.controllers.clock import Clock, monotonic
 from cronloop.controllers.fanout import FanOutPlan, FanOutTemplate
 from cronloop.controllers.objects import (
+    ANNOTATIONS_KEY,
     CRONJOB_LABEL,
     dump_model,
     json_time,
@@ -107,7 +108,6 @@ PREPARE_AHEAD = 10.0
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FAILED_PHASES = frozenset({Phase.FAILED, Phase.TIMED_OUT, Phase.LOST, Phase.CANCELLED})
-_ANNOTATIONS_KEY = "__annotations__"
 _CRONJOB_STATUS = dump_model(CronJobStatus())
 
 
@@ -208,7 +208,7 @@ def _run_template(cronjob: CronJob) -> _RunTemplate:
         )
     job_spec = dump_model(template)
     fan_out = FanOutTemplate.of(template, job_spec)
-    job_spec[_ANNOTATIONS_KEY] = {GUARANTEE_ANNOTATION: spec.guarantee.value}
+    job_spec[ANNOTATIONS_KEY] = {GUARANTEE_ANNOTATION: spec.guarantee.value}
     # A new run's status, as JobStatus(counts=..., cron_job=...) dumps it, from a dump kept
     # per target count: one model per CronJob cost more than the rest of its one-shot run.
     run_status = dict(_new_run_status(template.targets.count))
@@ -519,6 +519,8 @@ class CronJobController:
             plan = self._starter.fan_out(
                 compiled.fan_out, run, None if prepared is None else prepared.plan
             )
+            if plan.embedded is not None:
+                status["subJob"] = plan.embedded  # still unshared: made just above
             cron_pass.fan_outs[run.uid] = plan
             cron_pass.creates.extend(plan.objects)
         return run
@@ -585,7 +587,7 @@ class CronJobController:
         it has finished or was asked already."""
         if job_phase(run).terminal:
             return None
-        annotations = dict(run.spec.get(_ANNOTATIONS_KEY, {}))
+        annotations = dict(run.spec.get(ANNOTATIONS_KEY, {}))
         if CANCEL_ANNOTATION in annotations:
             return None
         job = typed(run, Job)

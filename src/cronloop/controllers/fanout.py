@@ -252,6 +252,9 @@ class FanOutPlan:
 
     objects: list[StoredObject]
     starts: list[AttemptStart]
+    #: The sub-job's status of a one-target run, for the Job's ``status.subJob`` (its
+    #: ``objects`` are then empty; see the module docstring).
+    embedded: dict[str, Any] | None = None
 
 
 def plan_fan_out(template: FanOutTemplate, *, job: str, job_uid: str, log_dir: Path) -> FanOutPlan:
@@ -277,6 +280,9 @@ def plan_fan_out(template: FanOutTemplate, *, job: str, job_uid: str, log_dir: P
             "attempts": [{**skeleton["attempts"][0], "runtime": record}],
             "sessionId": start.session,
         }
+        starts.append(start)
+        if len(template.targets) == 1:
+            return FanOutPlan([], starts, status)
         objects.append(
             StoredObject(
                 "SubJob",
@@ -288,5 +294,4 @@ def plan_fan_out(template: FanOutTemplate, *, job: str, job_uid: str, log_dir: P
                 uid=new_uid(),
             )
         )
-        starts.append(start)
     return FanOutPlan(objects, starts)

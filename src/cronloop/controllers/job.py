@@ -14,6 +14,9 @@ keyed by the Job's name, driven by a work queue that never runs one job twice at
   request, the aggregate phase under the success policy, long-running warnings. The decision
   is then recorded in one store transaction, and only after it committed are attempts handed
   to their runtimes and running ones stopped.
+- **A one-target run is one record**: its sub-job's status is kept in the Job's own
+  (``status.subJob``) and a pass reads and writes it there, in the Job's one status write;
+  it is otherwise a sub-job like any other (see :mod:`cronloop.controllers.fanout`).
 - **Batches**: the work queue hands the controller every job that is ready (up to a bound),
   and their passes commit together in one transaction; if that fails (a stale read, say),
   each pass is committed on its own, so one job's conflict only retries that job.
@@ -42,11 +45,11 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, cast
 
 from pydantic import TypeAdapter
 
@@ -61,7 +64,9 @@ from cronloop.api import (
     SubJob,
     aggregate_phase,
     can_advance,
+    subjob_name,
 )
+from cronloop.controllers._byidentity import ByIdentity
 from cronloop.controllers.cache import CachedStore
 from cronloop.controllers.clock import Clock
 from cronloop.controllers.cronjob import CANCEL_ANNOTATION, GUARANTEE_ANNOTATION
@@ -75,7 +80,7 @@ from cronloop.controllers.fanout import (
     plan_fan_out,
 )
 from cronloop.controllers.longrunning import LongRunningDetector
-from cronloop.controllers.objects import CRONJOB_LABEL, json_time, typed
+from cronloop.controllers.objects import ANNOTATIONS_KEY, CRONJOB_LABEL, json_time, typed
 from cronloop.controllers.runstatus import (
     AttemptRecord,
     JobStatusRecord,
@@ -86,6 +91,7 @@ from cronloop.controllers.runstatus import (
     step_of,
     with_fields,
 )
+from cronloop.controllers.subjobs import embedded_subjob
 from cronloop.runtimes import (
     AttemptReport,
     Reason,
@@ -107,7 +113,6 @@ LOST_RETRY_LIMIT = 3
 _FAILURES = frozenset({Phase.FAILED, Phase.TIMED_OUT, Phase.LOST, Phase.CANCELLED})
 #: Failures that back off before a retry (a lost attempt is retried at once).
 _BACKED_OFF = _FAILURES - {Phase.LOST}
-_ANNOTATIONS_KEY = "__annotations__"
 #: The reason an attempt is stopped with when its Job is gone (deleted directly, with its
 #: CronJob, or pruned from the history), or when its sub-job is.
 _JOB_DELETED = "JobDeleted"
@@ -186,36 +191,6 @@ def _why(sub: _Sub, phase: Phase) -> str:
     return f"{phase.value} ({reason})" if reason else phase.value
 
 
-_V = TypeVar("_V")
-
-
-class _ByIdentity(Generic[_V]):
-    """Values worked out from dicts, found again by the dict's identity (bounded, LRU).
-
-    The entry holds the dict itself, so its id cannot be reused while the entry lives.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._entries: OrderedDict[Hashable, tuple[object, _V]] = OrderedDict()
-        self._limit = limit
-
-    def get(self, source: object, make: Callable[[], _V], tag: Hashable = None) -> _V:
-        key = (id(source), tag)
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] is source:
-            self._entries.move_to_end(key)
-            return entry[1]
-        value = make()
-        self._entries[key] = (source, value)
-        if len(self._entries) > self._limit:
-            self._entries.popitem(last=False)
-        return value
-
-    def put(self, source: object, value: _V, tag: Hashable = None) -> None:
-        """Note that ``value`` is what ``source`` gives, unless that is known already."""
-        self.get(source, lambda: value, tag)
-
-
 @dataclass(frozen=True, slots=True)
 class _JobSpec:
     """What passes need from a Job's spec."""
@@ -277,6 +252,8 @@ class _Sub:
     name: str
     spec: _SubSpec
     status: SubJobStatusRecord
+    #: Kept in its Job's status (``subJob``: a one-target run), not stored on its own.
+    embedded: bool = False
 
     @property
     def phase(self) -> Phase:
@@ -320,6 +297,9 @@ class _Pass:
             for sub in self.subs
             if sub.stored is not None and sub.changed
         ]
+        for sub in self.subs:
+            if sub.embedded and sub.status is not self.status.get("subJob"):
+                self.status = with_fields(self.status, subJob=sub.status)
         if self.status is not self.obj.status:
             writes.append(self.obj.with_status(cast(dict[str, Any], self.status)))
         return writes
@@ -368,9 +348,10 @@ class JobController:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._warnings: dict[str, list[str]] = {}
-        self._job_specs: _ByIdentity[_JobSpec] = _ByIdentity(_SPECS_KEPT)
-        self._steps: _ByIdentity[StepPlan] = _ByIdentity(_SPECS_KEPT)
-        self._retries: _ByIdentity[RetryPolicy] = _ByIdentity(_SPECS_KEPT)
+        self._job_specs: ByIdentity[_JobSpec] = ByIdentity(_SPECS_KEPT)
+        self._steps: ByIdentity[StepPlan] = ByIdentity(_SPECS_KEPT)
+        self._retries: ByIdentity[RetryPolicy] = ByIdentity(_SPECS_KEPT)
+        self._templates: ByIdentity[FanOutTemplate | None] = ByIdentity(_SPECS_KEPT)
         self.long_running_warnings = 0
         #: False once the runtimes are closing: passes then only record what is reported
         #: (the final reports of interrupted attempts) and dispatch nothing new.
@@ -687,6 +668,10 @@ class JobController:
         for stored in await self._store.owned("SubJob", obj.uid):
             status = cast(SubJobStatusRecord, stored.status)
             job_pass.subs.append(_Sub(stored, stored.name, self._sub_spec(stored.spec), status))
+        embedded = job_pass.status.get("subJob")
+        if embedded is not None:
+            template = self._template(obj, job_pass.job.spec)
+            self._add_embedded(job_pass, template, embedded)
         if name in self._audit:
             self._audit.discard(name)
             orphans.extend(self._orphans(name, job_pass.subs))
@@ -725,7 +710,7 @@ class JobController:
 
         def make() -> _JobSpec:
             spec = dict(obj.spec)
-            annotations = spec.pop(_ANNOTATIONS_KEY, {})
+            annotations = spec.pop(ANNOTATIONS_KEY, {})
             return _JobSpec(
                 spec=known if known is not None else JobSpec.model_validate(spec),
                 guarantee=Guarantee(annotations.get(GUARANTEE_ANNOTATION, "AtLeastOnce")),
@@ -733,6 +718,20 @@ class JobController:
             )
 
         return self._job_specs.get(obj.spec, make)
+
+    def _template(self, obj: StoredObject, spec: JobSpec) -> FanOutTemplate | None:
+        """The fan-out template of ``obj``'s spec (``spec``, validated)."""
+        return self._templates.get(obj.spec, lambda: FanOutTemplate.of(spec))
+
+    def _add_embedded(
+        self, job_pass: _Pass, template: FanOutTemplate | None, status: SubJobStatusRecord
+    ) -> None:
+        """Add the sub-job a one-target run keeps in its status to the pass."""
+        if template is None or len(template.targets) != 1:
+            raise ValueError("status.subJob: only a run with one target keeps its sub-job")
+        target = template.targets[0]
+        name = subjob_name(job_pass.name, target.target)
+        job_pass.subs.append(_Sub(None, name, self._sub_spec(target.spec), status, True))
 
     def _sub_spec(self, spec: Mapping[str, Any]) -> _SubSpec:
         prepare = spec.get("prepare")
@@ -827,6 +826,7 @@ class JobController:
         the run's passes, which would otherwise validate it again from the stored JSON.
         """
         self._job_spec(run, template.spec)
+        self._templates.put(run.spec, template)
         for target in template.targets:
             self._steps.put(target.spec["main"], target.main, StepName.MAIN)
             if target.prepare is not None:
@@ -854,10 +854,14 @@ class JobController:
         compare-and-set folded into the fan-out: nobody else can have dispatched a sub-job that
         did not exist, and a crash before the start leaves the attempt on record for recovery.
         """
-        template = FanOutTemplate.of(job_pass.job.spec)
+        template = self._template(job_pass.obj, job_pass.job.spec)
         if template is None:
             raise ValueError("a selector's targets are resolved against agents at run time")
         plan = self.fan_out(template, job_pass.obj)
+        if plan.embedded is not None:
+            status = cast(SubJobStatusRecord, plan.embedded)
+            job_pass.status = with_fields(job_pass.status, subJob=status)
+            self._add_embedded(job_pass, template, status)
         for stored in plan.objects:
             status = cast(SubJobStatusRecord, stored.status)
             job_pass.creates.append(stored)
@@ -1203,7 +1207,14 @@ class JobController:
         other report, and the jobs are enqueued.
         """
         self._bind_loop()
-        subs = (await self._store.list("SubJob")).items
+        subs = [
+            *(await self._store.list("SubJob")).items,
+            *(
+                kept
+                for job in (await self._store.list("Job")).items
+                if (kept := embedded_subjob(job)) is not None
+            ),
+        ]
         pending: dict[str, list[tuple[SubJob, RecoveryRecord]]] = {}
         for obj in subs:
             sub = typed(obj, SubJob)

@@ -29,6 +29,7 @@ from cronloop.api import (
 from cronloop.store import StoredObject
 
 __all__ = [
+    "ANNOTATIONS_KEY",
     "CRONJOB_LABEL",
     "JOB_LABEL",
     "ResourceT",
@@ -46,7 +47,8 @@ CRONJOB_LABEL = "cronloop.dev/cronjob"
 #: Label on every SubJob, naming its Job.
 JOB_LABEL = "cronloop.dev/job"
 
-_ANNOTATIONS_KEY = "__annotations__"
+#: Where a stored spec keeps its resource's annotations.
+ANNOTATIONS_KEY = "__annotations__"
 
 ResourceT = TypeVar("ResourceT", CronJob, Job, SubJob)
 
@@ -67,7 +69,7 @@ def to_stored(
     data = dump(resource)
     spec: dict[str, Any] = dict(data.get("spec", {}))
     if resource.metadata.annotations:
-        spec[_ANNOTATIONS_KEY] = dict(resource.metadata.annotations)
+        spec[ANNOTATIONS_KEY] = dict(resource.metadata.annotations)
     owner = owner_uid
     if owner is None and resource.metadata.owner_references:
         owner = resource.metadata.owner_references[0].uid
@@ -131,7 +133,7 @@ def from_stored(obj: StoredObject) -> Resource:
     """
     model = KINDS[obj.kind]
     spec = dict(obj.spec)
-    annotations = spec.pop(_ANNOTATIONS_KEY, {})
+    annotations = spec.pop(ANNOTATIONS_KEY, {})
     refs = _owner_references(obj.kind, spec, obj.status, obj.owner_uid)
     metadata = ObjectMeta(
         name=obj.name,

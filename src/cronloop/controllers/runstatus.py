@@ -77,6 +77,7 @@ class JobStatusRecord(TypedDict, total=False):
     scheduledTime: str
     cronJob: dict[str, Any]
     warnings: list[str]
+    subJob: SubJobStatusRecord
 
 
 class CronJobStatusRecord(TypedDict, total=False):

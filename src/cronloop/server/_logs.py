@@ -26,6 +26,7 @@ from fastapi import APIRouter, Query
 
 from cronloop.api import Attempt, Job, StepName, SubJob
 from cronloop.controllers.objects import typed
+from cronloop.controllers.subjobs import get_subjob, list_subjobs
 from cronloop.server._context import ServerContext
 from cronloop.server._errors import ApiError
 from cronloop.server._streaming import ClosingStream, merge
@@ -130,7 +131,7 @@ class _AttemptLog:
 
     async def _sub(self) -> SubJob | None:
         try:
-            return typed(await self._ctx.store.get("SubJob", self._subjob), SubJob)
+            return typed(await get_subjob(self._ctx.store, self._subjob), SubJob)
         except NotFound:  # deleted with its job while we were reading
             return None
 
@@ -263,7 +264,7 @@ def _no_attempt(job: str, subs: Sequence[SubJob], attempt: int) -> str:
 
 
 async def _subjobs(ctx: ServerContext, job: Job) -> list[SubJob]:
-    objs = (await ctx.store.list("SubJob", owner_uid=job.metadata.uid)).items
+    objs = (await list_subjobs(ctx.store, owner_uid=job.metadata.uid)).items
     return [typed(obj, SubJob) for obj in objs]
 
 

@@ -28,6 +28,7 @@ from cronloop.api import (
     parse_resource,
 )
 from cronloop.controllers.objects import from_stored
+from cronloop.controllers.subjobs import get_subjob, list_subjobs
 from cronloop.server._context import KIND_OF_PLURAL, ServerContext
 from cronloop.server._errors import ApiError
 from cronloop.server._present import prepare_write, present_stored
@@ -150,13 +151,21 @@ def resource_router(ctx: ServerContext) -> APIRouter:
         """List the objects of a kind (``?labelSelector=a=b,c=d``, ``?owner=<uid>``)."""
         kind = kind_of(plural)
         selector = parse_label_selector(label_selector)
-        items, revision = await store.list(
-            kind,
-            labels=selector,
-            owner_uid=owner,
-            limit=None if limit is None else limit + 1,
-            after=continue_,
-        )
+        if kind == "SubJob":
+            # With the sub-jobs one-target runs keep (made from their Jobs, in memory).
+            items, revision = await list_subjobs(store, labels=selector, owner_uid=owner)
+            if continue_ is not None:
+                items = [o for o in items if o.name > continue_]
+            if limit is not None:
+                items = items[: limit + 1]
+        else:
+            items, revision = await store.list(
+                kind,
+                labels=selector,
+                owner_uid=owner,
+                limit=None if limit is None else limit + 1,
+                after=continue_,
+            )
         more = None
         if limit is not None and len(items) > limit:
             items = items[:limit]
@@ -166,7 +175,10 @@ def resource_router(ctx: ServerContext) -> APIRouter:
     @router.get("/apis/cronloop.dev/v1/{plural}/{name}")
     async def get_resource(plural: str, name: str) -> Any:
         """One object."""
-        return present_stored(await store.get(kind_of(plural), name))
+        kind = kind_of(plural)
+        if kind == "SubJob":
+            return present_stored(await get_subjob(store, name))
+        return present_stored(await store.get(kind, name))
 
     @router.post("/apis/cronloop.dev/v1/{plural}", status_code=201)
     async def create_resource(plural: str, request: Request) -> Any:

@@ -22,6 +22,7 @@ import orjson
 from fastapi import APIRouter, Query
 
 from cronloop.api import KINDS
+from cronloop.controllers.subjobs import watched_kinds, with_embedded_subjobs
 from cronloop.server._context import ServerContext
 from cronloop.server._errors import ApiError
 from cronloop.server._present import present_stored
@@ -101,7 +102,9 @@ def watch_router(ctx: ServerContext) -> APIRouter:
     ) -> ClosingStream:
         """Every change of the given kinds after revision ``from`` (now, when not given)."""
         chosen = parse_kinds(kinds)
-        feed = _Feed(aiter(ctx.store.watch(kinds=chosen, from_revision=from_revision)))
+        # A one-target run keeps its sub-job: its changes are shown as the SubJob's too.
+        events = ctx.store.watch(kinds=watched_kinds(chosen), from_revision=from_revision)
+        feed = _Feed(aiter(with_embedded_subjobs(aiter(events), chosen)))
         try:
             await asyncio.wait({feed.first}, timeout=EXPIRY_CHECK_SECONDS)
         except BaseException:  # cancelled (client gone, server stopping): stop the feed too
