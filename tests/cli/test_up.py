@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -10,7 +11,7 @@ import select
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,23 @@ class _Output(io.StringIO):
                 await self.changed.wait()
 
 
+@contextlib.asynccontextmanager
+async def _printing(
+    store: Store,
+    output: _Output,
+    snapshot: Callable[[], Awaitable[tuple[list[StoredObject], list[StoredObject], int]]]
+    | None = None,
+) -> AsyncIterator[None]:
+    """``_print_runs`` to ``output`` while the block runs, then stopped."""
+    printer = asyncio.create_task(_print_runs(store, up_console(output), snapshot))
+    try:
+        yield
+    finally:
+        printer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await printer
+
+
 async def _create(store: Store, name: str) -> StoredObject:
     (job,) = load_resources(_job(name))
     return await store.create(to_stored(job))
@@ -184,8 +202,7 @@ async def test_up_prints_only_what_changes_while_it_runs(
 
     monkeypatch.setattr(store, "list", list_then_tell)
     output = _Output()
-    printer = asyncio.create_task(_print_runs(store, up_console(output)))
-    try:
+    async with _printing(store, output):
         async with asyncio.timeout(BOUND):
             await listed.wait()
         # What a restart does to runs that were already there: prune one, touch the other.
@@ -195,10 +212,6 @@ async def test_up_prints_only_what_changes_while_it_runs(
         await set_job_status(store, LONG, phase=Phase.RUNNING)
         await set_job_status(store, "running-before", phase=Phase.SUCCEEDED)
         await output.wait_for("running-before Succeeded")
-    finally:
-        printer.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await printer
     lines = output.getvalue().splitlines()
     assert [line.split()[1:3] for line in lines] == [
         [LONG, "Pending"],
@@ -271,17 +284,12 @@ async def test_the_printer_watches_from_the_snapshot_it_is_given(store: Store) -
         return [before], [], revision
 
     output = _Output()
-    printer = asyncio.create_task(_print_runs(store, up_console(output), snapshot))
-    try:
+    async with _printing(store, output, snapshot):
         async with asyncio.timeout(BOUND):
             await listed.wait()
         await _create(store, "after")
         await set_job_status(store, "after", phase=Phase.RUNNING)
         await output.wait_for("after Running")
-    finally:
-        printer.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await printer
     assert [line.split()[1:3] for line in output.getvalue().splitlines()] == [
         ["after", "Pending"],
         ["after", "Running"],
@@ -307,17 +315,12 @@ async def test_the_printer_reports_a_kept_subjobs_failure_once(store: Store) -> 
         return [before, await store.get("Job", "during")], [], revision
 
     output = _Output()
-    printer = asyncio.create_task(_print_runs(store, up_console(output), snapshot))
-    try:
+    async with _printing(store, output, snapshot):
         await set_job_status(store, "before", sub_job=failed, message="again")
         await set_job_status(store, "during", sub_job=failed)
         await set_job_status(store, "during", sub_job=failed, message="again")
         await set_job_status(store, "during", phase=Phase.FAILED, sub_job=failed)
         await output.wait_for("during Failed")
-    finally:
-        printer.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await printer
     lines = output.getvalue().splitlines()
     assert lines[0] == "    during-eu failed Exited: 3"
     assert [line.split()[1:3] for line in lines[1:]] == [["during", "Failed"]]

@@ -1,4 +1,5 @@
-"""The sub-job a one-target run keeps in its Job, served as a SubJob: list, get, logs, watch.
+"""The sub-job a one-target run keeps in its Job, served as a SubJob: list, get and logs
+(its watch is in test_watch.py).
 
 The store holds no SubJob for such a run (see cronloop.controllers.subjobs); the API shows
 one made from the Job, the same as a stored one.
@@ -6,19 +7,14 @@ one made from the Job, the same as a stored one.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
 
-from cronloop.api import Phase, parse_resource
-from cronloop.controllers.objects import JOB_LABEL, to_stored
+from cronloop.api import Phase
+from cronloop.controllers.objects import JOB_LABEL
 from cronloop.store import Store
-from tests.server.builders import add_subjob, job_body, keep_subjob, set_job_status
-from tests.server.live import LiveServer
+from tests.server.builders import add_subjob, job_body, keep_subjob
 
 API = "/apis/cronloop.dev/v1"
 
@@ -83,41 +79,3 @@ async def test_a_kept_subjobs_log_is_served(
     assert response.text == "[eu] kept\n"
     response = await client.get(f"{API}/jobs/solo/logs", params={"target": "eu"})
     assert response.text == "kept\n"
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveServer]:
-    with LiveServer(tmp_path) as server:
-        yield server
-
-
-def _events(response: httpx.Response) -> Iterator[dict[str, Any]]:
-    for line in response.iter_lines():
-        if line:
-            yield json.loads(line)
-
-
-async def _create_and_keep(store: Store) -> None:
-    await store.create(to_stored(parse_resource(job_body("solo", targets=["eu"]))))
-    await keep_subjob(store, await store.get("Job", "solo"), [(Phase.RUNNING, None)])
-    await set_job_status(store, "solo", phase=Phase.RUNNING)
-
-
-def test_watching_subjobs_shows_a_kept_subjobs_changes(live: LiveServer) -> None:
-    live.call(_create_and_keep)
-    with (
-        httpx.Client(
-            base_url=live.url,
-            headers={"Authorization": f"Bearer {live.token}"},
-            timeout=httpx.Timeout(10.0),
-        ) as http,
-        http.stream("GET", f"{API}/watch", params={"kinds": "SubJob", "from": 0}) as response,
-    ):
-        events = _events(response)
-        # Created without one (not fanned out yet), then kept, then the run's own change.
-        first, second = next(events), next(events)
-        assert [e["type"] for e in (first, second)] == ["MODIFIED", "MODIFIED"]
-        assert all(e["object"]["kind"] == "SubJob" for e in (first, second))
-        assert first["object"]["metadata"]["name"] == "solo-eu"
-        assert first["object"]["status"]["phase"] == "Running"
-        assert second["revision"] > first["revision"]

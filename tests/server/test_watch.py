@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from cronloop.api import parse_resource
+from cronloop.api import Phase, parse_resource
 from cronloop.controllers.objects import to_stored
 from cronloop.store import Store
-from tests.server.builders import cronjob_body, job_body
+from tests.server.builders import cronjob_body, job_body, keep_subjob, set_job_status
 from tests.server.live import LiveServer
 
 API = "/apis/cronloop.dev/v1"
@@ -114,3 +114,25 @@ def test_watch_without_from_starts_now(live: LiveServer) -> None:
         event = next(events)
         assert event["object"]["metadata"]["name"] == "fresh"
         assert event["object"]["kind"] == "CronJob"
+
+
+async def _create_and_keep(store: Store) -> None:
+    await store.create(to_stored(parse_resource(job_body("solo", targets=["eu"]))))
+    await keep_subjob(store, await store.get("Job", "solo"), [(Phase.RUNNING, None)])
+    await set_job_status(store, "solo", phase=Phase.RUNNING)
+
+
+def test_watching_subjobs_shows_a_kept_subjobs_changes(live: LiveServer) -> None:
+    live.call(_create_and_keep)
+    with (
+        _http(live) as http,
+        http.stream("GET", f"{API}/watch", params={"kinds": "SubJob", "from": 0}) as response,
+    ):
+        events = _events(response)
+        # Created without one (not fanned out yet), then kept, then the run's own change.
+        first, second = next(events), next(events)
+        assert [e["type"] for e in (first, second)] == ["MODIFIED", "MODIFIED"]
+        assert all(e["object"]["kind"] == "SubJob" for e in (first, second))
+        assert first["object"]["metadata"]["name"] == "solo-eu"
+        assert first["object"]["status"]["phase"] == "Running"
+        assert second["revision"] > first["revision"]

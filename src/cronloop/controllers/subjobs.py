@@ -10,7 +10,10 @@ for its Job, at its Job's revision and times, with the uid ``<job uid>/<target>`
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+
+import orjson
 
 from cronloop.api import JobSpec, subjob_name
 from cronloop.controllers._byidentity import ByIdentity
@@ -30,6 +33,8 @@ __all__ = [
 #: Templates of the Jobs shown with their sub-job: one per CronJob version's runs (they share
 #: their spec), or per Job created directly.
 _TEMPLATES: ByIdentity[FanOutTemplate | None] = ByIdentity(4096)
+_TEXTS_KEPT = 1024
+_BY_TEXT: OrderedDict[bytes, FanOutTemplate | None] = OrderedDict()
 
 
 def embedded_subjob(job: StoredObject) -> StoredObject | None:
@@ -144,6 +149,16 @@ def _template_of(job: StoredObject) -> FanOutTemplate | None:
     def make() -> FanOutTemplate | None:
         spec = dict(job.spec)
         spec.pop(ANNOTATIONS_KEY, None)
-        return FanOutTemplate.of(JobSpec.model_validate(spec))
+        # Runs read back from the database do not share their spec dicts, but one CronJob's
+        # runs share their spec's text: validated once per text, not once per run.
+        text = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)
+        if text in _BY_TEXT:
+            _BY_TEXT.move_to_end(text)
+            return _BY_TEXT[text]
+        template = FanOutTemplate.of(JobSpec.model_validate(spec))
+        _BY_TEXT[text] = template
+        if len(_BY_TEXT) > _TEXTS_KEPT:
+            _BY_TEXT.popitem(last=False)
+        return template
 
     return _TEMPLATES.get(job.spec, make)
