@@ -97,6 +97,29 @@ async def test_cancelling_the_caller_of_start_does_not_cancel_the_delivery(
     assert delivered == [Phase.RUNNING, Phase.SUCCEEDED]  # Running's callback ran to its end
 
 
+async def test_a_waiter_giving_up_leaves_the_attempt_and_the_other_waiters(
+    inline_runtime: InlineRuntime, tmp_path: Path
+) -> None:
+    gate = asyncio.Event()
+
+    async def held(report: AttemptReport) -> None:
+        if report.terminal:
+            await gate.wait()
+
+    await inline_runtime.start(make_spec(tmp_path, InlineSettings(f"{HERE}:noop")), held)
+    quitter = asyncio.create_task(inline_runtime.wait("a1"))
+    stayer = asyncio.create_task(inline_runtime.wait("a1"))
+    await asyncio.sleep(0)  # both are waiting on the attempt now
+    quitter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await quitter
+    gate.set()
+    async with asyncio.timeout(WAIT):
+        final = await stayer
+    assert final.phase is Phase.SUCCEEDED
+    assert (await inline_runtime.wait("a1")) is final
+
+
 def _sync_recorder(into: list[AttemptReport]) -> ReportCallback:
     return into.append
 
