@@ -15,16 +15,17 @@ from pathlib import Path
 
 from cronloop.api import CronJob, Job, Phase, Resource, SubJob, load_resources
 from cronloop.controllers import (
+    JOB_LABEL,
     AdmissionController,
     LoopClock,
     Manager,
     from_stored,
-    subjobs_of,
+    list_subjobs,
     to_stored,
     typed,
 )
 from cronloop.runtimes import InlineRuntime, Runtime
-from cronloop.store import NotFound, Store, open_store
+from cronloop.store import Store, open_store
 
 START = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
 
@@ -50,13 +51,8 @@ class Stack:
 
     async def subjobs(self, job: str) -> list[SubJob]:
         """The sub-jobs of ``job``: stored, or kept in the Job (one target)."""
-        items = (await self.store.list("SubJob")).items
-        stored = [o for o in items if typed(o, SubJob).spec.job.name == job]
-        try:
-            run = await self.store.get("Job", job)
-        except NotFound:
-            return [typed(o, SubJob) for o in stored]
-        return [typed(o, SubJob) for o in subjobs_of(run, stored)]
+        items = (await list_subjobs(self.store, labels={JOB_LABEL: job})).items
+        return [typed(o, SubJob) for o in items]
 
     async def cronjob(self, name: str) -> CronJob:
         return typed(await self.store.get("CronJob", name), CronJob)

@@ -30,10 +30,10 @@ from cronloop.api import (
 from cronloop.controllers import (
     FanOutTemplate,
     dump_model,
+    embedded_subjob,
     from_stored,
     json_time,
     plan_fan_out,
-    subjobs_of,
     to_stored,
 )
 from cronloop.controllers.cronjob import GUARANTEE_ANNOTATION, _run_template
@@ -87,7 +87,9 @@ def test_a_planned_fan_out_is_what_the_models_dump(body: str, tmp_path: Path) ->
             )
         )
         run = dataclasses.replace(run, uid=run_uid)
-        objects = subjobs_of(run, [])
+        kept = embedded_subjob(run)
+        assert kept is not None
+        objects = [kept]
     else:
         assert plan.embedded is None
     assert [o.name for o in objects] == [f"nightly-1-{t}" for t in names]

@@ -116,7 +116,6 @@ from cronloop.controllers.subjobs import (
     embedded_subjob,
     get_subjob,
     list_subjobs,
-    subjobs_of,
     watched_kinds,
     with_embedded_subjobs,
 )
@@ -203,7 +202,6 @@ __all__ = [
     "run_unique_key",
     "step_of",
     "step_settings",
-    "subjobs_of",
     "to_stored",
     "typed",
     "watched_kinds",

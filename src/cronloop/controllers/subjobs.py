@@ -11,7 +11,7 @@ for its Job, at its Job's revision and times, with the uid ``<job uid>/<target>`
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 import orjson
 
@@ -25,7 +25,6 @@ __all__ = [
     "embedded_subjob",
     "get_subjob",
     "list_subjobs",
-    "subjobs_of",
     "watched_kinds",
     "with_embedded_subjobs",
 ]
@@ -60,12 +59,6 @@ def embedded_subjob(job: StoredObject) -> StoredObject | None:
         created_at=job.created_at,
         updated_at=job.updated_at,
     )
-
-
-def subjobs_of(job: StoredObject, stored: Sequence[StoredObject]) -> list[StoredObject]:
-    """The sub-jobs of ``job``: ``stored`` (its SubJob objects) and the one kept in it."""
-    embedded = embedded_subjob(job)
-    return [*stored, embedded] if embedded is not None else list(stored)
 
 
 async def list_subjobs(

@@ -75,9 +75,8 @@ class Attempt:
     #: Called with the attempt once its terminal report was delivered (before ``wait`` wakes).
     on_terminal: Callable[[Attempt], None] | None = None
     _first_done = False
-    _first_waiter: asyncio.Future[None] | None = None
-    _done_waiter: asyncio.Future[AttemptReport] | None = None
-    #: The futures of the callers waiting in start() and wait(), one each (see wait_first).
+    #: The futures of the callers waiting for the first and the terminal report, one each
+    #: (see wait_first).
     _first_callers: list[asyncio.Future[None]] | None = None
     _done_callers: list[asyncio.Future[AttemptReport]] | None = None
     #: The delivery in progress of an earlier report (a task, or a marker future).
@@ -104,39 +103,19 @@ class Attempt:
         """True once the first report has been delivered."""
         return self._first_done
 
-    @property
-    def first_delivered(self) -> asyncio.Future[None]:
-        """Resolved once the first report has been delivered (shield it before awaiting)."""
-        if self._first_waiter is None:
-            self._first_waiter = asyncio.get_running_loop().create_future()
-            if self._first_done:
-                self._first_waiter.set_result(None)
-        return self._first_waiter
-
-    @property
-    def done(self) -> asyncio.Future[AttemptReport]:
-        """Resolved with the terminal report once it has been delivered (shield it)."""
-        if self._done_waiter is None:
-            self._done_waiter = asyncio.get_running_loop().create_future()
-            if self.final is not None:
-                self._done_waiter.set_result(self.final)
-        return self._done_waiter
-
     def wait_first(self) -> asyncio.Future[None]:
         """A future of the caller's own, resolved once the first report has been delivered.
 
         Awaited as it is: cancelling the caller cancels only its own future, never the
-        attempt or another caller's wait. Awaiting the shared :attr:`first_delivered` needs a
-        shield, and the shield's hand-off costs a turn of the event loop (about 15 us, for an
-        attempt of ``/bin/true`` that takes about 800 us all told).
+        attempt or another caller's wait. A shared future would need a shield, and the
+        shield's hand-off costs a turn of the event loop (about 15 us, for an attempt of
+        ``/bin/true`` that takes about 800 us all told).
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._first_done:
             future.set_result(None)
-        elif self._first_callers is None:
-            self._first_callers = [future]
         else:
-            self._first_callers.append(future)
+            self._first_callers = _enlisted(self._first_callers, future)
         return future
 
     def wait_done(self) -> asyncio.Future[AttemptReport]:
@@ -144,10 +123,8 @@ class Attempt:
         future: asyncio.Future[AttemptReport] = asyncio.get_running_loop().create_future()
         if self.final is not None:
             future.set_result(self.final)
-        elif self._done_callers is None:
-            self._done_callers = [future]
         else:
-            self._done_callers.append(future)
+            self._done_callers = _enlisted(self._done_callers, future)
         return future
 
     def readable_log(self) -> AttemptLog | None:
@@ -321,22 +298,32 @@ class Attempt:
     def _delivered(self, report: AttemptReport, terminal: bool) -> None:
         if not self._first_done:
             self._first_done = True
-            if self._first_waiter is not None and not self._first_waiter.done():
-                self._first_waiter.set_result(None)
-            for first in self._first_callers or ():
-                if not first.done():  # its caller gave up (cancelled)
-                    first.set_result(None)
+            _resolve(self._first_callers, None)
             self._first_callers = None
         if terminal and self.final is None:
             self.final = report
             if self.on_terminal is not None:
                 self.on_terminal(self)
-            if self._done_waiter is not None and not self._done_waiter.done():
-                self._done_waiter.set_result(report)
-            for done in self._done_callers or ():
-                if not done.done():
-                    done.set_result(report)
+            _resolve(self._done_callers, report)
             self._done_callers = None
+
+
+_T = TypeVar("_T")
+
+
+def _enlisted(
+    waiting: list[asyncio.Future[_T]] | None, future: asyncio.Future[_T]
+) -> list[asyncio.Future[_T]]:
+    if waiting is None:
+        return [future]
+    waiting.append(future)
+    return waiting
+
+
+def _resolve(waiting: list[asyncio.Future[_T]] | None, value: _T) -> None:
+    for future in waiting or ():
+        if not future.done():  # its caller gave up (cancelled)
+            future.set_result(value)
 
 
 def _callback_failed(report: AttemptReport) -> None:
@@ -443,7 +430,7 @@ async def _read_log(attempt: Attempt, *, follow: bool) -> AsyncIterator[bytes]:
     if follow and not attempt.first_done:
         # The log is set up while start() runs; start() has usually returned by the time a
         # caller can ask, but a caller racing start() must not miss the beginning.
-        await asyncio.shield(attempt.first_delivered)
+        await attempt.wait_first()
     log = attempt.readable_log()
     if log is None:
         return
@@ -502,7 +489,7 @@ class TrackedRuntime(Runtime, Generic[_A]):
             raise ValueError(f"cancel reason must be a non-empty CamelCase word, got {reason!r}")
         attempt = self._table.get(attempt_id)
         if self._starting(attempt):
-            await asyncio.shield(attempt.first_delivered)
+            await attempt.wait_first()
         self._begin_stop(attempt, Phase.CANCELLED, reason, grace)
 
     async def wait(self, attempt_id: str) -> AttemptReport:
@@ -527,13 +514,13 @@ class TrackedRuntime(Runtime, Generic[_A]):
         running = self._table.running()
         for attempt in running:
             if self._starting(attempt):
-                await asyncio.shield(attempt.first_delivered)
+                await attempt.wait_first()
             self._begin_stop(
                 attempt, Phase.CANCELLED, Reason.RUNTIME_SHUTDOWN, self._shutdown_grace
             )
         # The end of an attempt is the delivery of its terminal report, whichever task (or
         # callback) delivers it; the default driver cleans up in the same step.
-        ends = {attempt.done: attempt for attempt in running if not attempt.ended}
+        ends = {attempt.wait_done(): attempt for attempt in running if not attempt.ended}
         if ends:
             _, pending = await asyncio.wait(list(ends), timeout=bound)
             for end in pending:

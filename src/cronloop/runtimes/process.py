@@ -190,7 +190,7 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
 
     def _starting(self, attempt: _ProcessAttempt) -> bool:
         # Not spawned yet (start() is still in progress): stop it as soon as it is.
-        return attempt.child is None and not attempt.first_delivered.done()
+        return attempt.child is None and not attempt.first_done
 
     def _launch(self, attempt: _ProcessAttempt) -> None:
         # Spawned here, in start()'s own step, and Running posted: start() then returns
