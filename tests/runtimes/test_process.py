@@ -23,7 +23,7 @@ from cronloop.runtimes.process import ProcessRuntime, default_base_env
 from cronloop.runtimes.proctree import process_start_time, same_start_time
 from cronloop.runtimes.report import AttemptReport, Reason
 from cronloop.runtimes.spec import InlineSettings, ProcessSettings
-from tests.runtimes.helpers import Recorder, await_gone, finish, make_spec, read_until
+from tests.runtimes.helpers import WAIT, Recorder, await_gone, finish, make_spec, read_until
 
 # A tree of four processes (the shell, a sleeper, a subshell and its own sleeper) that all
 # ignore SIGTERM, so only the SIGKILL after the grace period ends it. Each sleeper says "up"
@@ -502,6 +502,36 @@ async def test_finished_attempts_are_forgotten_beyond_the_bound(
         with pytest.raises(UnknownAttemptError):
             await runtime.wait("r0")
         assert (await runtime.wait("r2")).phase is Phase.SUCCEEDED
+    finally:
+        await runtime.aclose()
+
+
+async def test_an_attempt_is_retired_before_wait_wakes_even_when_its_end_overtakes_running(
+    tmp_path: Path,
+) -> None:
+    # The CI failure this reproduces: /bin/true ended while its Running report was still
+    # being delivered, so the terminal report went out in a delivery task of its own and
+    # wait() woke before the driver task had retired the attempt (r0 was still known).
+    # Here the Running delivery is held until the terminal report has been built.
+    runtime = ProcessRuntime(retain_finished=1)
+
+    async def callback(report: AttemptReport) -> None:
+        if report.phase is Phase.RUNNING:
+            attempt = runtime._table.get(report.attempt_id)
+            # Nothing signals "terminal report built" (an event there would change what this
+            # reproduces), so yield loop turns until it is, bounded.
+            async with asyncio.timeout(WAIT):
+                while not attempt.terminal_sent:  # noqa: ASYNC110
+                    await asyncio.sleep(0)
+
+    try:
+        for i in range(2):
+            await runtime.start(
+                make_spec(tmp_path, ProcessSettings(["/bin/true"]), attempt_id=f"r{i}"), callback
+            )
+            assert (await finish(runtime, f"r{i}")).phase is Phase.SUCCEEDED
+        with pytest.raises(UnknownAttemptError):
+            await runtime.wait("r0")
     finally:
         await runtime.aclose()
 

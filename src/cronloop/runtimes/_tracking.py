@@ -443,10 +443,11 @@ class TrackedRuntime(Runtime, Generic[_A]):
 
     Subclasses name themselves (:attr:`_kind`, :attr:`_label`) and the settings they run, make
     their attempt objects and implement :meth:`_begin_stop` and :meth:`_cleanup`. By default
-    each attempt is driven by a task of its own running :meth:`_run`, and is cleaned up and
-    retired when that returns; a subclass that overrides :meth:`_launch` runs its attempts
-    its own way (and retires them through :attr:`Attempt.on_terminal`). Subclasses still
-    implement :meth:`recover` and :meth:`aclose` (with :meth:`_stop_running`).
+    each attempt is driven by a task of its own running :meth:`_run`, and is cleaned up when
+    that returns; a subclass that overrides :meth:`_launch` runs its attempts its own way.
+    Either way an attempt is retired (:attr:`Attempt.on_terminal`) when its terminal report
+    is delivered. Subclasses still implement :meth:`recover` and :meth:`aclose` (with
+    :meth:`_stop_running`).
     """
 
     #: The class name used in errors ("InlineRuntime").
@@ -472,6 +473,9 @@ class TrackedRuntime(Runtime, Generic[_A]):
                 f"{type(spec.settings).__name__} (attempt {spec.attempt_id!r})"
             )
         attempt = self._new_attempt(spec, report)
+        # Retired when its terminal report is delivered, before any wait() wakes: a caller
+        # that saw an attempt end also sees the bound applied.
+        attempt.on_terminal = self._table.retire
         self._table.add(attempt)
         self._launch(attempt)
         if not attempt.first_done:
@@ -553,7 +557,6 @@ class TrackedRuntime(Runtime, Generic[_A]):
                 await attempt.report(Phase.FAILED, "InternalError", f"{type(exc).__name__}: {exc}")
         finally:
             self._cleanup(attempt)
-            self._table.retire(attempt)
 
     @abc.abstractmethod
     def _new_attempt(self, spec: AttemptSpec, callback: ReportCallback) -> _A:

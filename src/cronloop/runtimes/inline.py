@@ -361,9 +361,7 @@ class InlineRuntime(TrackedRuntime[_InlineAttempt]):
     # A function whose module is not imported yet is imported on a worker thread first.
 
     def _new_attempt(self, spec: AttemptSpec, callback: ReportCallback) -> _InlineAttempt:
-        attempt = _InlineAttempt(spec, callback)
-        attempt.on_terminal = self._table.retire
-        return attempt
+        return _InlineAttempt(spec, callback)
 
     def _launch(self, attempt: _InlineAttempt) -> None:
         settings = attempt.spec.settings
