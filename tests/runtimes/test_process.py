@@ -16,14 +16,22 @@ import psutil
 import pytest
 
 from cronloop.api.phase import Phase
-from cronloop.runtimes import _fdwatch, logfile, proctree
+from cronloop.runtimes import _fdwatch, logfile, process, proctree
 from cronloop.runtimes.base import AttemptExistsError, RuntimeClosedError, UnknownAttemptError
 from cronloop.runtimes.logfile import truncation_marker
 from cronloop.runtimes.process import ProcessRuntime, default_base_env
 from cronloop.runtimes.proctree import process_start_time, same_start_time
 from cronloop.runtimes.report import AttemptReport, Reason
 from cronloop.runtimes.spec import InlineSettings, ProcessSettings
-from tests.runtimes.helpers import WAIT, Recorder, await_gone, finish, make_spec, read_until
+from tests.runtimes.helpers import (
+    WAIT,
+    Recorder,
+    await_gone,
+    finish,
+    gone,
+    make_spec,
+    read_until,
+)
 
 # A tree of four processes (the shell, a sleeper, a subshell and its own sleeper) that all
 # ignore SIGTERM, so only the SIGKILL after the grace period ends it. Each sleeper says "up"
@@ -195,6 +203,68 @@ async def test_spawn_failure_is_a_failed_report_without_running(
     assert final.reason == Reason.SPAWN_FAILED
     assert needle in final.message
     assert needle in (tmp_path / "a1.log").read_text()
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+async def test_a_spawn_that_raises_is_an_internal_error_and_leaks_nothing(
+    process_runtime: ProcessRuntime,
+    tmp_path: Path,
+    recorder: Recorder,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("spawn bug")
+
+    await finish_one(process_runtime, tmp_path, recorder, "warm")  # the watcher's own fds
+    before = _open_fds()
+    monkeypatch.setattr(process, "_spawn", broken)
+    handle = await process_runtime.start(
+        make_spec(tmp_path, ProcessSettings(["/bin/true"])), recorder
+    )
+    assert handle.pid is None
+    final = recorder.check("a1")  # delivered before start() returned
+    assert recorder.phases("a1") == [Phase.FAILED]
+    assert (final.reason, final.message) == ("InternalError", "RuntimeError: spawn bug")
+    assert "process runtime failed while running attempt a1" in caplog.text
+    assert _open_fds() == before
+
+
+async def test_an_error_while_finishing_is_an_internal_error_and_leaks_nothing(
+    process_runtime: ProcessRuntime,
+    tmp_path: Path,
+    recorder: Recorder,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(self: ProcessRuntime, attempt: object) -> None:
+        raise RuntimeError("finish bug")
+
+    await finish_one(process_runtime, tmp_path, recorder, "warm")
+    before = _open_fds()
+    monkeypatch.setattr(ProcessRuntime, "_finish", broken)
+    spec = make_spec(tmp_path, ProcessSettings(["/bin/echo", "out"]))
+    handle = await process_runtime.start(spec, recorder)
+    final = await finish(process_runtime, "a1")
+    assert recorder.phases("a1") == [Phase.RUNNING, Phase.FAILED]
+    assert recorder.check("a1") == final
+    assert (final.reason, final.message) == ("InternalError", "RuntimeError: finish bug")
+    assert "process runtime failed while running attempt a1" in caplog.text
+    assert handle.pid is not None
+    assert gone(handle.pid)
+    assert _open_fds() == before
+    assert (tmp_path / "a1.log").read_bytes() == b"out\n"
+
+
+async def finish_one(
+    runtime: ProcessRuntime, tmp_path: Path, recorder: Recorder, attempt_id: str
+) -> None:
+    spec = make_spec(tmp_path, ProcessSettings(["/bin/true"]), attempt_id=attempt_id)
+    await runtime.start(spec, recorder)
+    await finish(runtime, attempt_id)
 
 
 async def test_unwritable_log_is_reported(

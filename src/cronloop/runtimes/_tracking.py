@@ -432,22 +432,24 @@ async def _read_log(attempt: Attempt, *, follow: bool) -> AsyncIterator[bytes]:
         # caller can ask, but a caller racing start() must not miss the beginning.
         await attempt.wait_first()
     log = attempt.readable_log()
-    if log is None:
-        return
-    async for chunk in log.read(follow=follow):
-        yield chunk
+    if log is not None:
+        async for chunk in log.read(follow=follow):
+            yield chunk
+    if follow and not attempt.ended:
+        # The log closes just before the terminal report goes out; a follower ends once it
+        # has been delivered, so whoever follows a log to its end can read how it ended.
+        await attempt.wait_done()
 
 
 class TrackedRuntime(Runtime, Generic[_A]):
     """A runtime that tracks its attempts in this process and delivers their reports.
 
     Subclasses name themselves (:attr:`_kind`, :attr:`_label`) and the settings they run, make
-    their attempt objects and implement :meth:`_begin_stop` and :meth:`_cleanup`. By default
-    each attempt is driven by a task of its own running :meth:`_run`, and is cleaned up when
-    that returns; a subclass that overrides :meth:`_launch` runs its attempts its own way.
-    Either way an attempt is retired (:attr:`Attempt.on_terminal`) when its terminal report
-    is delivered. Subclasses still implement :meth:`recover` and :meth:`aclose` (with
-    :meth:`_stop_running`).
+    their attempt objects and implement :meth:`_launch`, :meth:`_begin_stop` and
+    :meth:`_cleanup`. Neither built-in runtime has a task per attempt: the work's own events
+    (a process's exit, a function's return) post the reports. An attempt is retired
+    (:attr:`Attempt.on_terminal`) when its terminal report is delivered. Subclasses also
+    implement :meth:`recover` and :meth:`aclose` (with :meth:`_stop_running`).
     """
 
     #: The class name used in errors ("InlineRuntime").
@@ -523,48 +525,27 @@ class TrackedRuntime(Runtime, Generic[_A]):
                 attempt, Phase.CANCELLED, Reason.RUNTIME_SHUTDOWN, self._shutdown_grace
             )
         # The end of an attempt is the delivery of its terminal report, whichever task (or
-        # callback) delivers it; the default driver cleans up in the same step.
+        # callback) delivers it.
         ends = {attempt.wait_done(): attempt for attempt in running if not attempt.ended}
         if ends:
             _, pending = await asyncio.wait(list(ends), timeout=bound)
             for end in pending:
-                task = ends[end].task
                 logger.error(
                     "attempt %s did not end within %.1f s of aclose()", ends[end].attempt_id, bound
                 )
-                if task is not None:
-                    task.cancel()
+                self._abandon(ends[end])
 
     # -- one attempt ---------------------------------------------------------------------
 
+    @abc.abstractmethod
     def _launch(self, attempt: _A) -> None:
-        """Get a new attempt going; :meth:`start` then waits for its first report, if that
-        has not been delivered yet. The default starts a driver task running :meth:`_run`."""
-        attempt.task = asyncio.get_running_loop().create_task(
-            self._drive(attempt), name=f"cronloop-{self._label}-{attempt.attempt_id}"
-        )
-
-    async def _drive(self, attempt: _A) -> None:
-        try:
-            await self._run(attempt)
-        except Exception as exc:
-            # A bug here must not leave the attempt without its terminal report.
-            logger.exception(
-                "%s runtime failed while running attempt %s", self._label, attempt.attempt_id
-            )
-            self._on_internal_error(attempt)
-            if not attempt.terminal_sent:
-                await attempt.report(Phase.FAILED, "InternalError", f"{type(exc).__name__}: {exc}")
-        finally:
-            self._cleanup(attempt)
+        """Get a new attempt going and post its first report, or arrange for it to be posted;
+        :meth:`start` then waits for its delivery, if that has not happened yet. The work's
+        own end posts the terminal report."""
 
     @abc.abstractmethod
     def _new_attempt(self, spec: AttemptSpec, callback: ReportCallback) -> _A:
         """A new attempt object for ``spec`` (on the event loop)."""
-
-    async def _run(self, attempt: _A) -> None:
-        """Run the attempt to its terminal report: the body of the default driver task."""
-        raise NotImplementedError(f"{type(self).__name__} must implement _run or _launch")
 
     def _starting(self, attempt: _A) -> bool:
         """True while start() is still getting the work going: a stop must wait for it."""
@@ -576,8 +557,11 @@ class TrackedRuntime(Runtime, Generic[_A]):
     ) -> None:
         """Begin stopping the attempt's work (forced after ``grace`` s); idempotent."""
 
-    def _on_internal_error(self, attempt: _A) -> None:
-        """Called after :meth:`_run` raised, before the ``InternalError`` report."""
+    def _abandon(self, attempt: _A) -> None:
+        """Give up on an attempt that did not end within :meth:`aclose`'s bound (default:
+        cancel its task, if it has one)."""
+        if attempt.task is not None:
+            attempt.task.cancel()
 
     @abc.abstractmethod
     def _cleanup(self, attempt: _A) -> None:

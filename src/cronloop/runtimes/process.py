@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import logging
 import os
 import shutil
 import signal
@@ -60,6 +61,8 @@ from cronloop.runtimes.proctree import (
 )
 from cronloop.runtimes.report import AttemptReport, Reason, signal_name
 from cronloop.runtimes.spec import AttemptSpec, ProcessSettings, RecoveryRecord
+
+logger = logging.getLogger("cronloop.runtimes")
 
 __all__ = ["BASE_ENV_NAMES", "ProcessRuntime", "default_base_env"]
 
@@ -92,10 +95,9 @@ class _ProcessAttempt(Attempt):
     def __init__(self, spec: AttemptSpec, callback: ReportCallback) -> None:
         super().__init__(spec, callback)
         self.child: _Child | None = None
-        #: Resolved once the main process was reaped and the output pipe closed (at its end of
-        #: file, or ``drain_timeout`` after the exit).
-        self.process_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.reaped = False
+        #: The terminal report has been posted (or is being): nothing more is reported.
+        self.concluded = False
         self.stopping: tuple[Phase, str] | None = None
         self.kill_at: float | None = None
         self.kill_handle: asyncio.TimerHandle | None = None
@@ -105,9 +107,6 @@ class _ProcessAttempt(Attempt):
         self.watcher: FdWatcher | None = None
         self.stop_message = ""
         self.stop_watching: Callable[[], None] = _nothing
-        #: Why the spawn failed (reason, message), or what it raised: the driver reports it.
-        self.spawn_failure: tuple[str, str] | None = None
-        self.spawn_error: Exception | None = None
 
 
 class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
@@ -192,30 +191,53 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
         # Not spawned yet (start() is still in progress): stop it as soon as it is.
         return attempt.child is None and not attempt.first_done
 
+    # No driver task: start() spawns the process and posts Running in its own step, and the
+    # step that sees the process done (reaped, and its output at end of file) posts the
+    # terminal report and cleans up. A task per attempt cost a task step, a future and a turn
+    # of the loop at each end (see docs/runtimes.md).
+
     def _launch(self, attempt: _ProcessAttempt) -> None:
-        # Spawned here, in start()'s own step, and Running posted: start() then returns
-        # without waiting a turn of the loop for the driver task to spawn (a sequential
-        # /bin/true attempt takes about 800 us, a turn 10-20). The task waits for the end.
         try:
-            attempt.spawn_failure = self._spawn(attempt)
-        except Exception as exc:  # a bug: the driver task reports it (InternalError)
-            attempt.spawn_error = exc
-        else:
-            if attempt.spawn_failure is None:
-                attempt.post(Phase.RUNNING, Reason.STARTED)
-        super()._launch(attempt)
-
-    async def _run(self, attempt: _ProcessAttempt) -> None:
-        if attempt.spawn_error is not None:
-            raise attempt.spawn_error
-        if attempt.spawn_failure is not None:
-            await attempt.report(Phase.FAILED, *attempt.spawn_failure)
+            failure = self._spawn(attempt)
+        except Exception as exc:
+            self._internal_error(attempt, exc)
             return
-        await attempt.process_done
-        await self._finish(attempt)
+        if failure is not None:
+            self._conclude(attempt, Phase.FAILED, *failure)
+        else:
+            attempt.post(Phase.RUNNING, Reason.STARTED)
 
-    def _on_internal_error(self, attempt: _ProcessAttempt) -> None:
+    def _conclude(
+        self,
+        attempt: _ProcessAttempt,
+        phase: Phase,
+        reason: str,
+        message: str = "",
+        *,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        signal_name: str | None = None,
+    ) -> None:
+        """Post the terminal report and release what the attempt holds."""
+        attempt.concluded = True
+        try:
+            attempt.post(
+                phase, reason, message, exit_code=exit_code, signal=signal, signal_name=signal_name
+            )
+        finally:
+            self._cleanup(attempt)
+
+    def _internal_error(self, attempt: _ProcessAttempt, exc: Exception) -> None:
+        # A bug here must not leave the attempt without its terminal report, nor its
+        # processes running unwatched.
+        logger.error(
+            "process runtime failed while running attempt %s", attempt.attempt_id, exc_info=exc
+        )
         self._kill_now(attempt)
+        if attempt.terminal_sent:
+            self._cleanup(attempt)
+        else:
+            self._conclude(attempt, Phase.FAILED, "InternalError", f"{type(exc).__name__}: {exc}")
 
     def _spawn(self, attempt: _ProcessAttempt) -> tuple[str, str] | None:
         """Spawn the attempt's process and watch it; or return why it cannot start (the
@@ -252,6 +274,9 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
             message = f"cannot start {argv[0]!r}: {exc.strerror}{where}"
             attempt.log.note(message)
             return Reason.SPAWN_FAILED, message
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
             os.close(write_fd)
         ticks_after = boot_ticks()
@@ -300,18 +325,23 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
         return env
 
     def _on_output(self, attempt: _ProcessAttempt) -> None:
+        self._read_output(attempt)
+
+    def _read_output(self, attempt: _ProcessAttempt) -> bool:
+        """Read what the pipe holds; False if nothing was there yet."""
         assert attempt.read_fd is not None
         assert attempt.log is not None
         try:
             data = os.read(attempt.read_fd, _READ_CHUNK)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if data:
             attempt.log.write(data)
         else:
             self._close_output(attempt)
+        return True
 
     def _close_output(self, attempt: _ProcessAttempt) -> None:
         if attempt.read_fd is not None:
@@ -335,7 +365,15 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
         attempt.reaped = True
         if attempt.read_fd is None:
             self._set_process_done(attempt)  # the end of file came first
-        else:
+            return
+        # A process's descriptors are closed before its exit is signalled, so the rest of
+        # its output and the end of file are usually readable already: read them here
+        # rather than on the next events (the drain timer and a dispatch cost more). A full
+        # pipe holds one read; a few more, at most, in case a leftover process still writes.
+        for _ in range(4):
+            if not self._read_output(attempt) or attempt.read_fd is None:
+                break  # nothing more to read yet, or the end of file (the attempt is done)
+        if attempt.read_fd is not None:
             # Still open: either its end of file is on its way (it usually follows the exit
             # within microseconds), or a process that left the group holds the pipe. Keep
             # reading, and stop after drain_timeout.
@@ -352,10 +390,16 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
         self._close_output(attempt)
 
     def _set_process_done(self, attempt: _ProcessAttempt) -> None:
+        """The main process was reaped and the output pipe closed (at its end of file, or
+        ``drain_timeout`` after the exit): report the end."""
         if attempt.drain_handle is not None:
             attempt.drain_handle.cancel()
-        if not attempt.process_done.done():
-            attempt.process_done.set_result(None)
+        if attempt.concluded:
+            return
+        try:
+            self._finish(attempt)
+        except Exception as exc:
+            self._internal_error(attempt, exc)
 
     def _on_deadline(self, attempt: _ProcessAttempt) -> None:
         self._begin_stop(
@@ -400,7 +444,7 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
         if not attempt.reaped and attempt.pgid is not None and attempt.child is not None:
             signal_group(attempt.pgid, signal.SIGKILL)
 
-    async def _finish(self, attempt: _ProcessAttempt) -> None:
+    def _finish(self, attempt: _ProcessAttempt) -> None:
         assert attempt.child is not None
         assert attempt.log is not None
         code = attempt.child.returncode
@@ -431,9 +475,12 @@ class ProcessRuntime(TrackedRuntime[_ProcessAttempt]):
                 f"{attempt.log.error.strerror}"
             )
             message = f"{message}; {lost}" if message else lost
-        await attempt.report(
-            phase, reason, message, exit_code=exit_code, signal=signum, signal_name=name
+        self._conclude(
+            attempt, phase, reason, message, exit_code=exit_code, signal=signum, signal_name=name
         )
+
+    def _abandon(self, attempt: _ProcessAttempt) -> None:
+        self._cleanup(attempt)
 
     def _cleanup(self, attempt: _ProcessAttempt) -> None:
         for handle in (attempt.deadline_handle, attempt.kill_handle, attempt.drain_handle):
