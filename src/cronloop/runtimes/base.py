@@ -120,8 +120,8 @@ class Runtime(abc.ABC):
         """The attempt's log as chunks of bytes, from the beginning.
 
         Without ``follow`` the iterator yields what the log holds now and ends. With ``follow``
-        it keeps yielding as the log grows and ends once the attempt has ended and the whole
-        log was yielded.
+        it keeps yielding as the log grows and ends once the attempt has ended, the whole log
+        was yielded and the terminal report was delivered to the report callback.
 
         :raises UnknownAttemptError: (immediately) if the attempt is not known here.
         """
