@@ -209,54 +209,40 @@ def _open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
-async def test_a_spawn_that_raises_is_an_internal_error_and_leaks_nothing(
+@pytest.mark.parametrize("where", ["spawn", "finish"])
+async def test_an_internal_error_is_reported_and_leaks_nothing(
     process_runtime: ProcessRuntime,
     tmp_path: Path,
     recorder: Recorder,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    where: str,
 ) -> None:
     def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("spawn bug")
+        raise RuntimeError(f"{where} bug")
 
     await finish_one(process_runtime, tmp_path, recorder, "warm")  # the watcher's own fds
     before = _open_fds()
-    monkeypatch.setattr(process, "_spawn", broken)
-    handle = await process_runtime.start(
-        make_spec(tmp_path, ProcessSettings(["/bin/true"])), recorder
-    )
-    assert handle.pid is None
-    final = recorder.check("a1")  # delivered before start() returned
-    assert recorder.phases("a1") == [Phase.FAILED]
-    assert (final.reason, final.message) == ("InternalError", "RuntimeError: spawn bug")
-    assert "process runtime failed while running attempt a1" in caplog.text
-    assert _open_fds() == before
-
-
-async def test_an_error_while_finishing_is_an_internal_error_and_leaks_nothing(
-    process_runtime: ProcessRuntime,
-    tmp_path: Path,
-    recorder: Recorder,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    def broken(self: ProcessRuntime, attempt: object) -> None:
-        raise RuntimeError("finish bug")
-
-    await finish_one(process_runtime, tmp_path, recorder, "warm")
-    before = _open_fds()
-    monkeypatch.setattr(ProcessRuntime, "_finish", broken)
+    if where == "spawn":
+        monkeypatch.setattr(process, "_spawn", broken)
+    else:
+        monkeypatch.setattr(ProcessRuntime, "_finish", broken)
     spec = make_spec(tmp_path, ProcessSettings(["/bin/echo", "out"]))
     handle = await process_runtime.start(spec, recorder)
     final = await finish(process_runtime, "a1")
-    assert recorder.phases("a1") == [Phase.RUNNING, Phase.FAILED]
     assert recorder.check("a1") == final
-    assert (final.reason, final.message) == ("InternalError", "RuntimeError: finish bug")
+    assert (final.phase, final.reason) == (Phase.FAILED, "InternalError")
+    assert final.message == f"RuntimeError: {where} bug"
     assert "process runtime failed while running attempt a1" in caplog.text
-    assert handle.pid is not None
-    assert gone(handle.pid)
+    if where == "spawn":
+        assert recorder.phases("a1") == [Phase.FAILED]  # delivered before start() returned
+        assert handle.pid is None
+    else:
+        assert recorder.phases("a1") == [Phase.RUNNING, Phase.FAILED]
+        assert handle.pid is not None
+        assert gone(handle.pid)
+        assert (tmp_path / "a1.log").read_bytes() == b"out\n"
     assert _open_fds() == before
-    assert (tmp_path / "a1.log").read_bytes() == b"out\n"
 
 
 async def finish_one(
