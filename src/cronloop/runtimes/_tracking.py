@@ -48,11 +48,10 @@ def utcnow() -> datetime:
 class Attempt:
     """One started attempt: its spec, log, report sequence and completion.
 
-    Reports go out through :meth:`post` (from plain callbacks, without waiting) or
-    :meth:`report` (which waits until the report was delivered). A report is handed to the
-    callback at once when nothing of the attempt is being delivered; an async callback's
-    awaitable, and any report that follows it while it runs, are awaited by a task that
-    delivers them in order. So a plain callback costs no task and no loop hop, and delivery
+    Reports go out through :meth:`post`, from plain callbacks, without waiting. A report is
+    handed to the callback at once when nothing of the attempt is being delivered; an async
+    callback's awaitable, and any report that follows it while it runs, are awaited by a task
+    that delivers them in order. So a plain callback costs no task and no loop hop, and delivery
     stays serial whatever the callback is.
 
     The futures that :meth:`~cronloop.runtimes.base.Runtime.start`, ``cancel``, ``wait`` and
@@ -79,7 +78,7 @@ class Attempt:
     #: (see wait_first).
     _first_callers: list[asyncio.Future[None]] | None = None
     _done_callers: list[asyncio.Future[AttemptReport]] | None = None
-    #: The delivery in progress of an earlier report (a task, or a marker future).
+    #: The task delivering an earlier report, while it does.
     _delivering: asyncio.Future[None] | None = None
     #: The callback returned an awaitable before: deliver from a task, in one step.
     _async_callback = False
@@ -145,43 +144,6 @@ class Attempt:
         """Called just before the terminal report reaches the callback, in the same step (the
         inline runtime closes the log here, so it is complete when the callback runs)."""
 
-    async def report(
-        self,
-        phase: Phase,
-        reason: str,
-        message: str = "",
-        *,
-        exit_code: int | None = None,
-        signal: int | None = None,
-        signal_name: str | None = None,
-    ) -> None:
-        """Build the next report and return once it has been delivered (an async callback is
-        awaited in the calling task, as a driver task would)."""
-        if self._delivering is not None:  # wait for the earlier report, in order
-            delivery = self.post(
-                phase, reason, message, exit_code=exit_code, signal=signal, signal_name=signal_name
-            )
-            if delivery is not None:
-                await asyncio.shield(delivery)
-            return
-        report, terminal = self._next(phase, reason, message, exit_code, signal, signal_name, None)
-        if terminal:
-            self.before_terminal()
-        pending = self._call(report)
-        if pending is None:
-            self._delivered(report, terminal)
-            return
-        marker = self._delivering = asyncio.get_running_loop().create_future()
-        try:
-            await pending
-        except Exception:
-            _callback_failed(report)
-        finally:
-            if self._delivering is marker:
-                self._delivering = None
-            marker.set_result(None)
-            self._delivered(report, terminal)
-
     def post(
         self,
         phase: Phase,
@@ -198,9 +160,9 @@ class Attempt:
 
         It is delivered at once (the callback is called right here) if no earlier report is
         still on its way and the callback has not shown itself to be async. Otherwise a task
-        delivers it after the earlier ones, and so that an async callback starts running in
-        the same step as :meth:`before_terminal` (as it would in a driver task), that task
-        also calls the callback once the callback is known to be async. ``now`` is the
+        delivers it after the earlier ones; once the callback is known to be async, that task
+        also calls it, so that it starts in the same step as :meth:`before_terminal` (the log
+        is then complete when it runs). ``now`` is the
         report's time (default: the current time).
         """
         report, terminal = self._next(phase, reason, message, exit_code, signal, signal_name, now)
