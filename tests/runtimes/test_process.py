@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -563,7 +564,7 @@ async def test_finished_attempts_are_forgotten_beyond_the_bound(
 
 
 async def test_an_attempt_is_retired_before_wait_wakes_even_when_its_end_overtakes_running(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The CI failure this reproduces: /bin/true ended while its Running report was still
     # being delivered, so the terminal report went out in a delivery task of its own and
@@ -574,11 +575,16 @@ async def test_an_attempt_is_retired_before_wait_wakes_even_when_its_end_overtak
     async def callback(report: AttemptReport) -> None:
         if report.phase is Phase.RUNNING:
             attempt = runtime._table.get(report.attempt_id)
-            # Nothing signals "terminal report built" (an event there would change what this
-            # reproduces), so yield loop turns until it is, bounded.
-            async with asyncio.timeout(WAIT):
-                while not attempt.terminal_sent:  # noqa: ASYNC110
-                    await asyncio.sleep(0)
+            built = asyncio.Event()
+            post = attempt.post
+
+            def posting(*args: Any, **kwargs: Any) -> asyncio.Future[None] | None:
+                delivery = post(*args, **kwargs)
+                built.set()  # only the terminal report is posted after Running
+                return delivery
+
+            monkeypatch.setattr(attempt, "post", posting)
+            await asyncio.wait_for(built.wait(), WAIT)
 
     try:
         for i in range(2):
