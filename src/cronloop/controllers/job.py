@@ -1207,12 +1207,19 @@ class JobController:
         other report, and the jobs are enqueued.
         """
         self._bind_loop()
+
+        def unsettled(status: object) -> bool:
+            # Read from the stored dict: only these are worth a model (a store holds
+            # mostly finished runs, and validating each costs start-up time).
+            return isinstance(status, dict) and not phase_of(status.get("phase")).terminal
+
         subs = [
-            *(await self._store.list("SubJob")).items,
+            *(s for s in (await self._store.list("SubJob")).items if unsettled(s.status)),
             *(
                 kept
                 for job in (await self._store.list("Job")).items
-                if (kept := embedded_subjob(job)) is not None
+                if unsettled(job.status.get("subJob"))
+                and (kept := embedded_subjob(job)) is not None
             ),
         ]
         pending: dict[str, list[tuple[SubJob, RecoveryRecord]]] = {}
